@@ -1,0 +1,317 @@
+"""The command line: argparse subcommands, each a few lines over the library.
+
+The CLI never computes. Every ``cmd_*`` parses, calls one library function, and prints.
+A ``CifarbenchError`` becomes ``error: <message>`` on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from cifarbench.errors import CifarbenchError
+
+
+def _print_rows(rows: list[dict], fmt: str, columns: list[str] | None = None) -> None:
+    """Print a list of flat dicts as an aligned table, CSV or JSON on stdout."""
+    if fmt == "json":
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    columns = columns or (list(rows[0]) if rows else [])
+    if fmt == "csv":
+        import csv
+
+        w = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        return
+
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:,.3f}" if abs(v) < 1000 else f"{v:,.0f}"
+        if isinstance(v, int) and not isinstance(v, bool):
+            return f"{v:,}"
+        return "" if v is None else str(v)
+
+    table = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(t[i]) for t in table]) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    print("  ".join("-" * w for w in widths))
+    for t in table:
+        print("  ".join(v.rjust(w) if v[:1].isdigit() or v[:1] == "-" else v.ljust(w) for v, w in zip(t, widths)))
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None, help="dataset folder (default: $CIFARBENCH_DATA, else a per-user cache dir)")
+
+
+# ---------------------------------------------------------------- data / models
+def cmd_data(args) -> int:
+    from cifarbench.data.inspect import inspect_dataset
+
+    report = inspect_dataset(args.dataset, data_dir=args.data_dir, output=args.output,
+                             val_size=args.val_size, seed=args.seed)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_rows(report["rows"], "table")
+        for path in report.get("files", []):
+            print(f"wrote {path}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from cifarbench.models import list_models
+
+    for name in list_models(args.pattern):
+        print(name)
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from cifarbench.models.profile import summarize, format_summary
+
+    s = summarize(args.model, input_size=args.input, stem=args.stem, num_classes=args.num_classes,
+                  in_chans=args.in_chans, batch_size=args.batch_size)
+    print(json.dumps(s, indent=2) if args.json else format_summary(s))
+    return 0
+
+
+def cmd_select(args) -> int:
+    from cifarbench.models.select import rank_models
+
+    rows = rank_models(max_gflops=args.max_gflops, min_acc=args.min_acc, family=args.family,
+                       measure=args.measure, top=args.top)
+    _print_rows(rows, args.format)
+    return 0
+
+
+# ---------------------------------------------------------------- training
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    """The train flags, named after timm's and torchvision's reference scripts. Defaults come from TrainConfig."""
+    S = argparse.SUPPRESS  # unset flags stay out of the namespace, so -c FILE.toml can supply them
+    p.add_argument("-c", "--config", default=None, help="TOML file with defaults; flags override it")
+    p.add_argument("--model", "-m", default=S, help="model name (see `cifarbench models`)")
+    p.add_argument("--dataset", "-d", default=S, help="cifar10, cifar100, fashion-mnist, mnist, shapes or folder:PATH")
+    p.add_argument("--data-dir", default=S)
+    p.add_argument("--stem", choices=["imagenet", "cifar"], default=S)
+    p.add_argument("--resolution", type=int, default=S, help="resize inputs on the device (224 = the study)")
+    p.add_argument("-b", "--batch-size", type=int, default=S)
+    p.add_argument("--eval-batch-size", type=int, default=S)
+    p.add_argument("--epochs", type=int, default=S)
+    p.add_argument("--val-size", type=int, default=S)
+    p.add_argument("--train-subset", type=int, default=S, help="train on a stratified subset of N images")
+    p.add_argument("--augment", choices=["crop-flip", "flip", "none"], default=S)
+    p.add_argument("--opt", default=S, help="sgd, momentum, nesterov, adam or adamw")
+    p.add_argument("--lr", type=float, default=S)
+    p.add_argument("--momentum", type=float, default=S)
+    p.add_argument("--weight-decay", "--wd", type=float, default=S)
+    p.add_argument("--label-smoothing", type=float, default=S)
+    p.add_argument("--sched", default=S, help="plateau, cosine, onecycle, step or none")
+    p.add_argument("--patience", type=int, default=S)
+    p.add_argument("--factor", type=float, default=S)
+    p.add_argument("--warmup-epochs", type=float, default=S)
+    p.add_argument("--seed", type=int, default=S)
+    p.add_argument("--device", default=S, help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--amp", action="store_true", default=S, help="bf16 autocast")
+    p.add_argument("--channels-last", action="store_true", default=S)
+    p.add_argument("--compile", action="store_true", default=S, help="torch.compile (falls back to eager on failure)")
+    p.add_argument("--fast", action="store_true", default=S, help="the measured-fastest settings for this device")
+    p.add_argument("--threads", type=int, default=S)
+    p.add_argument("--output", "-o", default=S, help="run folder")
+    p.add_argument("--resume", nargs="?", const="auto", default=S, help="'auto' (the run in --output) or a checkpoint path")
+
+
+def train_config_from_args(args):
+    from cifarbench.config import TrainConfig, load_toml
+
+    values = load_toml(args.config) if getattr(args, "config", None) else {}
+    values = {k.replace("-", "_"): v for k, v in values.items()}
+    skip = {"config", "command", "func", "quiet", "fast"}
+    values.update({k: v for k, v in vars(args).items() if k not in skip})
+    cfg = TrainConfig.from_dict(values, source=args.config or "flags")
+    if getattr(args, "fast", False):
+        from cifarbench.engine.fast import apply_fast
+
+        cfg = apply_fast(cfg)
+    return cfg.validate()
+
+
+def cmd_train(args) -> int:
+    from cifarbench.engine import train
+
+    res = train(train_config_from_args(args))
+    return 0 if res.get("status") == "finished" else 1
+
+
+def cmd_eval(args) -> int:
+    from cifarbench.engine import evaluate_run
+
+    res = evaluate_run(args.run, split=args.split, data_dir=args.data_dir, device=args.device)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(f"{args.run}: {args.split} accuracy {res['acc']:.2f}%  loss {res['loss']:.4f}  ({res['n']} images)")
+    return 0
+
+
+# ---------------------------------------------------------------- study / report / bench / scale-out
+def cmd_study(args) -> int:
+    from cifarbench.study import run_study
+
+    res = run_study(args.config or args.preset, output=args.output, data_dir=args.data_dir,
+                    jobs=args.jobs, device=args.device, dry_run=args.dry_run, storage=args.storage)
+    return 0 if res.get("ok", True) else 1
+
+
+def cmd_report(args) -> int:
+    from cifarbench.report import render_report
+
+    for path in render_report(args.study_dir):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from cifarbench.bench import run_bench
+
+    rows = run_bench(models=args.models, stem=args.stem, resolution=args.resolution, batch_size=args.batch_size,
+                     device=args.device, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
+                     export=args.export, threads=args.threads, repeats=args.repeats)
+    _print_rows(rows, args.format)
+    return 0 if all(not r.get("error") for r in rows) else 1
+
+
+def cmd_sweep(args) -> int:
+    from cifarbench.study.sweep import run_sweep
+
+    run_sweep(args.config, storage=args.storage, workers=args.workers, output=args.output,
+              data_dir=args.data_dir, device=args.device)
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from cifarbench.study.sweep import run_worker
+
+    run_worker(storage=args.storage, study_name=args.study, output=args.output, data_dir=args.data_dir,
+               device=args.device, max_trials=args.max_trials)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cifarbench", description=__doc__.splitlines()[0])
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("data", help="image counts per class and split, class-distribution chart, sample grid")
+    p.add_argument("dataset")
+    _add_data_args(p)
+    p.add_argument("--output", "-o", default="data-report", help="folder for the PNG files")
+    p.add_argument("--val-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("models", help="list model names")
+    p.add_argument("pattern", nargs="?", default="*")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("summary", help="params, MACs, activation memory and a per-layer table")
+    p.add_argument("model")
+    p.add_argument("--input", type=int, default=32, help="input size in pixels")
+    p.add_argument("--stem", choices=["imagenet", "cifar"], default="imagenet")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--in-chans", type=int, default=3)
+    p.add_argument("-b", "--batch-size", type=int, default=1)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("select", help="rank torchvision's ImageNet models by acc@1 / GFLOPS (the study's step 1)")
+    p.add_argument("--max-gflops", type=float, default=None)
+    p.add_argument("--min-acc", type=float, default=None)
+    p.add_argument("--family", default=None, help="only names starting with this, e.g. resnet")
+    p.add_argument("--measure", type=int, default=None, metavar="PX", help="also measure MACs and params at this input size")
+    p.add_argument("--top", type=int, default=None)
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.set_defaults(func=cmd_select)
+
+    p = sub.add_parser("train", help="train one model from scratch; writes a run folder")
+    add_train_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="re-evaluate a saved run on a split")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--split", choices=["test", "val"], default="test")
+    _add_data_args(p)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("study", help="sweep, select on validation, final seeds, test, report")
+    p.add_argument("config", nargs="?", default=None, help="study TOML file")
+    p.add_argument("--preset", choices=["paper", "modern", "quick"], default="quick")
+    p.add_argument("--output", "-o", default=None, help="study folder (default: studies/<name>)")
+    _add_data_args(p)
+    p.add_argument("--jobs", type=int, default=1, help="runs side by side (CPU threads split, or one per GPU)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--storage", default=None, help="Optuna storage URL for the sweep (default: SQLite in the study folder)")
+    p.add_argument("--dry-run", action="store_true", help="print the runs and stop")
+    p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("report", help="(re)build report.md and report.html from a study folder")
+    p.add_argument("study_dir")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("bench", help="training and inference speed, latency, memory and MACs per model")
+    p.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2_x0_5", "shufflenet_v2_x0_5"])
+    p.add_argument("--stem", choices=["imagenet", "cifar"], default="cifar")
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("-b", "--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", action="store_true")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--export", choices=["onnx"], default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("sweep", help="run a study's sweep on an Optuna storage with N local workers")
+    p.add_argument("config", help="study TOML file")
+    p.add_argument("--storage", default=None, help="sqlite:///..., postgresql://..., mysql://... or journal:PATH")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--output", "-o", default=None)
+    _add_data_args(p)
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("worker", help="pull trials of a shared sweep until none is left")
+    p.add_argument("--storage", required=True)
+    p.add_argument("--study", required=True, help="the sweep's study name")
+    p.add_argument("--output", "-o", default=None)
+    _add_data_args(p)
+    p.add_argument("--device", default=None)
+    p.add_argument("--max-trials", type=int, default=None)
+    p.set_defaults(func=cmd_worker)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.quiet:
+        from cifarbench import log
+
+        log.set_quiet(True)
+    try:
+        return args.func(args)
+    except CifarbenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

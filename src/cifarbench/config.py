@@ -1,0 +1,152 @@
+"""Run configuration: one dataclass, TOML defaults, and validation with clear messages.
+
+A ``TrainConfig`` is the whole truth about a run: it is written to ``config.json`` in
+the run folder and stored inside every checkpoint, so a run can be resumed or
+re-evaluated from its folder alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from cifarbench.errors import CifarbenchError
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
+SCHEDULES = ("plateau", "cosine", "onecycle", "step", "none")
+STEMS = ("imagenet", "cifar")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class TrainConfig:
+    # model and data
+    model: str = "resnet18"
+    dataset: str = "shapes"
+    data_dir: str | None = None
+    stem: str = "cifar"
+    resolution: int | None = None  # None: the dataset's native size; 224 reproduces the study
+    batch_size: int = 256
+    eval_batch_size: int = 1024
+    epochs: int = 5
+    val_size: int | None = None  # None: the dataset's default (5,000 for CIFAR-10)
+    train_subset: int | None = None  # stratified subset of the training split, for quick runs
+    augment: str = "crop-flip"  # crop-flip | flip | none
+    # optimizer
+    opt: str = "nesterov"
+    lr: float = 0.2
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    # schedule
+    sched: str = "onecycle"
+    patience: int = 3
+    factor: float = 0.1
+    warmup_epochs: float = 0.0
+    step_size: int = 30
+    # run
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    threads: int | None = None
+    output: str | None = None
+    resume: str | None = None  # None, "auto" or a checkpoint path
+    eval_test: bool = True  # False in a study's sweep and final stages: the test split is not read
+    keep_best: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise CifarbenchError(f"{source}: unknown option(s) {', '.join(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> "TrainConfig":
+        """Refuse impossible settings before any work starts. Data-dependent checks live in the engine."""
+        def bad(msg):
+            raise CifarbenchError(msg)
+
+        if self.opt not in OPTIMIZERS:
+            bad(f"--opt {self.opt!r}: choose one of {', '.join(OPTIMIZERS)}")
+        if self.sched not in SCHEDULES:
+            bad(f"--sched {self.sched!r}: choose one of {', '.join(SCHEDULES)}")
+        if self.stem not in STEMS:
+            bad(f"--stem {self.stem!r}: choose one of {', '.join(STEMS)}")
+        if self.device not in DEVICES and not self.device.startswith(("cuda:", "cpu")):
+            bad(f"--device {self.device!r}: choose one of {', '.join(DEVICES)} (or cuda:N)")
+        if self.augment not in ("crop-flip", "flip", "none"):
+            bad(f"augment {self.augment!r}: choose crop-flip, flip or none")
+        if self.epochs < 1:
+            bad(f"--epochs {self.epochs}: must be at least 1")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            bad(f"--batch-size {self.batch_size}: must be at least 1")
+        if self.resolution is not None and self.resolution < 8:
+            bad(f"--resolution {self.resolution}: must be at least 8 pixels")
+        if not (self.lr > 0 and self.lr < float("inf")):
+            bad(f"--lr {self.lr}: must be a positive finite number")
+        if self.weight_decay < 0:
+            bad(f"--weight-decay {self.weight_decay}: must not be negative")
+        if not 0 <= self.momentum < 1:
+            bad(f"--momentum {self.momentum}: must be in [0, 1)")
+        if not 0 <= self.label_smoothing < 1:
+            bad(f"--label-smoothing {self.label_smoothing}: must be in [0, 1)")
+        if not 0 < self.factor < 1:
+            bad(f"--factor {self.factor}: must be in (0, 1)")
+        if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs:
+            bad(f"--warmup-epochs {self.warmup_epochs}: must be in [0, epochs={self.epochs})")
+        if self.threads is not None and self.threads < 1:
+            bad(f"--threads {self.threads}: must be at least 1")
+        if self.val_size is not None and self.val_size < 0:
+            bad(f"--val-size {self.val_size}: must not be negative")
+        if self.train_subset is not None and self.train_subset < 1:
+            bad(f"train_subset {self.train_subset}: must be at least 1")
+        return self
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise CifarbenchError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise CifarbenchError(f"{path}: not valid TOML ({e})") from None
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON atomically, so a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, default=str)
+        f.write("\n")
+    tmp.replace(path)
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise CifarbenchError(f"{path}: not found") from None
+    except json.JSONDecodeError as e:
+        raise CifarbenchError(f"{path}: not valid JSON ({e})") from None
