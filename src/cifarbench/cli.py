@@ -94,7 +94,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", default=S, help="model name (see `cifarbench models`)")
     p.add_argument("--dataset", "-d", default=S, help="cifar10, cifar100, fashion-mnist, mnist, shapes or folder:PATH")
     p.add_argument("--data-dir", default=S)
-    p.add_argument("--stem", choices=["imagenet", "cifar"], default=S)
+    p.add_argument("--stem", choices=["imagenet", "cifar", "cifar-s2"], default=S)
     p.add_argument("--resolution", type=int, default=S, help="resize inputs on the device (224 = the study)")
     p.add_argument("-b", "--batch-size", type=int, default=S)
     p.add_argument("--eval-batch-size", type=int, default=S)
@@ -161,13 +161,42 @@ def cmd_study(args) -> int:
 
     res = run_study(args.config or args.preset, output=args.output, data_dir=args.data_dir,
                     jobs=args.jobs, device=args.device, dry_run=args.dry_run, storage=args.storage)
+    if args.dry_run:
+        _print_study_plan(res)
+    else:
+        for path in res.get("files", []):
+            print(f"wrote {path}")
     return 0 if res.get("ok", True) else 1
+
+
+def _print_study_plan(res: dict) -> None:
+    """The dry run: every sweep and final run with its hyperparameters, then the measured time estimate."""
+    from cifarbench.study.plan import format_duration
+
+    print(f"study {res['name']}: {res['description']}")
+    for stage in ("sweep", "final"):
+        rows = res["plan"][stage]
+        cols = [c for c in rows[0] if any(r.get(c) is not None for r in rows)] if rows else []
+        rows = [{k: (f"{v:g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows]  # 1e-06, not 0.000
+        print(f"\n{stage} runs ({len(rows)}):")
+        _print_rows(rows, "table", cols)
+    est = res.get("estimate")
+    if est:
+        print(f"\nestimated time on {est['device']} ({est['device_name']}): {format_duration(est['seconds'])}")
+        for m in est["models"]:
+            print(f"  {m['model']}: {m['hours']} h ({m['train_images_per_sec']} train img/s at {m['resolution']} px, "
+                  f"batch {m['measured_batch']})")
+        print(f"  ({est['method']})")
+        if res.get("target") == "gpu" and not est["device"].startswith("cuda"):
+            print(f"study {res['name']} is meant for a GPU; on this device it is not practical")
+    elif res.get("target") == "gpu":
+        print(f"\nstudy {res['name']} is meant for a GPU")
 
 
 def cmd_report(args) -> int:
     from cifarbench.report import render_report
 
-    for path in render_report(args.study_dir):
+    for path in render_report(args.study_dir, overfit_patience=args.overfit_patience):
         print(f"wrote {path}")
     return 0
 
@@ -178,23 +207,30 @@ def cmd_bench(args) -> int:
     rows = run_bench(models=args.models, stem=args.stem, resolution=args.resolution, batch_size=args.batch_size,
                      device=args.device, amp=args.amp, channels_last=args.channels_last, compile=args.compile,
                      export=args.export, threads=args.threads, repeats=args.repeats)
-    _print_rows(rows, args.format)
+    # CSV and JSON keep every column; the table drops those empty in every row (compile_s without --compile, ...)
+    columns = None if args.format != "table" else [c for c in rows[0] if any(r.get(c) is not None for r in rows)]
+    _print_rows(rows, args.format, columns)
     return 0 if all(not r.get("error") for r in rows) else 1
 
 
 def cmd_sweep(args) -> int:
     from cifarbench.study.sweep import run_sweep
 
-    run_sweep(args.config, storage=args.storage, workers=args.workers, output=args.output,
-              data_dir=args.data_dir, device=args.device)
-    return 0
+    results = run_sweep(args.config, storage=args.storage, workers=args.workers, output=args.output,
+                        data_dir=args.data_dir, device=args.device)
+    rows = [{"model": m, "config": e["name"], "state": e["state"], "val_acc": e.get("val_acc"), "run": e["run"]}
+            for m, entries in results.items() for e in entries]
+    _print_rows(rows, "table")
+    return 0 if all(r["state"] in ("complete", "pruned") for r in rows) else 1
 
 
 def cmd_worker(args) -> int:
+    from cifarbench import log
     from cifarbench.study.sweep import run_worker
 
-    run_worker(storage=args.storage, study_name=args.study, output=args.output, data_dir=args.data_dir,
-               device=args.device, max_trials=args.max_trials)
+    n = run_worker(storage=args.storage, study_name=args.study, output=args.output, data_dir=args.data_dir,
+                   device=args.device, max_trials=args.max_trials, threads=args.threads)
+    log.info(f"worker: {n} trial(s) run; none left")
     return 0
 
 
@@ -219,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="params, MACs, activation memory and a per-layer table")
     p.add_argument("model")
     p.add_argument("--input", type=int, default=32, help="input size in pixels")
-    p.add_argument("--stem", choices=["imagenet", "cifar"], default="imagenet")
+    p.add_argument("--stem", choices=["imagenet", "cifar", "cifar-s2"], default="imagenet")
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--in-chans", type=int, default=3)
     p.add_argument("-b", "--batch-size", type=int, default=1)
@@ -260,20 +296,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="(re)build report.md and report.html from a study folder")
     p.add_argument("study_dir")
+    p.add_argument("--overfit-patience", type=int, default=3, metavar="P",
+                   help="flag a run whose val loss rose P epochs running while train loss fell (default 3)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("bench", help="training and inference speed, latency, memory and MACs per model")
     p.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2_x0_5", "shufflenet_v2_x0_5"])
-    p.add_argument("--stem", choices=["imagenet", "cifar"], default="cifar")
+    p.add_argument("--stem", choices=["imagenet", "cifar", "cifar-s2"], default="cifar")
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("-b", "--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", action="store_true")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--export", choices=["onnx"], default=None)
+    p.add_argument("--export", choices=["onnx"], default=None,
+                   help="also export to ONNX (opset 17) and time batch-1 latency in ONNX Runtime on the CPU")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="timed windows after warm-up; figures are their median")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.set_defaults(func=cmd_bench)
 
@@ -293,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--device", default=None)
     p.add_argument("--max-trials", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per run")
     p.set_defaults(func=cmd_worker)
     return parser
 

@@ -22,7 +22,7 @@ from cifarbench.errors import CifarbenchError
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 SCHEDULES = ("plateau", "cosine", "onecycle", "step", "none")
-STEMS = ("imagenet", "cifar")
+STEMS = ("imagenet", "cifar", "cifar-s2")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 

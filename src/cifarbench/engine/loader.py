@@ -1,0 +1,110 @@
+"""DeviceLoader: a whole split held as one uint8 tensor on the training device, augmented in batches.
+
+Why not a DataLoader: for 32×32 images the per-image Python and PIL work of a DataLoader costs as much as
+the model step on a small CPU. Here an epoch is one permutation plus a few batched tensor ops.
+
+Why all of an epoch's randomness is drawn up front (permutation, crop offsets, flips, for every image):
+- a run resumed in the middle of an epoch replays exactly the same batches (exact resume);
+- under DDP, rank r takes the r-th slice of each global batch, so N processes with batch B see exactly the
+  images and augmentations that one process with batch N·B sees.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+PAD = 4  # random-crop padding, the standard CIFAR recipe
+
+
+def epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator that depends only on (seed, epoch): nothing to save in checkpoints."""
+    g = torch.Generator(device="cpu")
+    g.manual_seed(seed * 1_000_003 + epoch)
+    return g
+
+
+class DeviceLoader:
+    """Iterate (x, y) batches of a split: x float (normalised, optionally resized), y int64, both on `device`.
+
+    `train=True` shuffles, augments and drops the last incomplete global batch; `train=False` walks the
+    split in order. `rank`/`world_size` shard every batch for DDP. `start_step` resumes mid-epoch.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, train: bool,
+                 device: torch.device | str, mean, std, resolution: int | None = None,
+                 augment: str = "crop-flip", seed: int = 0, rank: int = 0, world_size: int = 1,
+                 channels_last: bool = False):
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f"DeviceLoader wants uint8 N×C×H×W images, got {images.dtype} {tuple(images.shape)}")
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
+        self.batch_size, self.train = batch_size, train
+        self.resolution, self.augment, self.seed = resolution, augment, seed
+        self.rank, self.world_size = rank, world_size
+        self.channels_last = channels_last
+        c = images.shape[1]
+        mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, c, 1, 1)
+        std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, c, 1, 1)
+        # x/255 - mean) / std == x * scale + shift: one fused multiply-add per pixel
+        self.scale, self.shift = 1.0 / (255.0 * std), -mean / std
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n, step = len(self.labels), self.batch_size * self.world_size
+        return n // step if self.train else -(-n // step)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _plan(self):
+        """Permutation and augmentation draws for every image of this epoch (CPU generator: reproducible)."""
+        n = len(self.labels)
+        g = epoch_generator(self.seed, self.epoch)
+        perm = torch.randperm(n, generator=g)
+        flip = torch.rand(n, generator=g) < 0.5
+        offs = torch.randint(0, 2 * PAD + 1, (2, n), generator=g)
+        return perm.to(self.device), flip.to(self.device), offs.to(self.device)
+
+    def __iter__(self):
+        return self.iterate()
+
+    def iterate(self, start_step: int = 0):
+        n, b, w = len(self.labels), self.batch_size, self.world_size
+        if self.train:
+            perm, flip, offs = self._plan()
+        for step in range(start_step, len(self)):
+            lo = step * b * w + self.rank * b  # this rank's slice of the global batch
+            if self.train:
+                idx = perm[lo:lo + b]
+                x = self._augment(self.images[idx], flip[idx], offs[:, idx])
+            else:
+                idx = torch.arange(lo, min(lo + b, n), device=self.device)
+                if len(idx) == 0:
+                    # an uneven last global batch leaves this rank nothing; yield an empty batch so
+                    # that every rank runs the same number of steps (collectives stay matched)
+                    idx = idx[:0]
+                x = self.images[idx]
+            yield self._to_float(x), self.labels[idx]
+
+    def _augment(self, x: torch.Tensor, flip: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
+        """Random crop with zero padding and horizontal flip, batched, on uint8."""
+        if self.augment == "none":
+            return x
+        if self.augment == "crop-flip":
+            nb, c, h, wd = x.shape
+            padded = F.pad(x, (PAD, PAD, PAD, PAD))
+            rows = (offs[0].view(nb, 1) + torch.arange(h, device=x.device)).view(nb, 1, h, 1)
+            cols = (offs[1].view(nb, 1) + torch.arange(wd, device=x.device)).view(nb, 1, 1, wd)
+            bidx = torch.arange(nb, device=x.device).view(nb, 1, 1, 1)
+            cidx = torch.arange(c, device=x.device).view(1, c, 1, 1)
+            x = padded[bidx, cidx, rows, cols]
+        return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+
+    def _to_float(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float().mul_(self.scale).add_(self.shift)
+        if self.resolution is not None and self.resolution != x.shape[-1] and len(x):
+            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x

@@ -1,0 +1,443 @@
+"""The training spine: train_one_epoch → evaluate → train, everything passed explicitly.
+
+`train(cfg)` leaves a run folder (see ARCHITECTURE.md) from which everything else is reported:
+config.json, metrics.csv (one row per epoch), results.json, last.pt and best.pt.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import os
+import signal
+import time
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from cifarbench import log
+from cifarbench.config import TrainConfig, read_json, write_json
+from cifarbench.engine import checkpoint, distributed
+from cifarbench.engine.env import check_amp, environment, resolve_device
+from cifarbench.engine.loader import DeviceLoader
+from cifarbench.engine.optim import build_optimizer, build_scheduler, steps_per_batch
+from cifarbench.errors import CifarbenchError
+
+METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time", "images_per_sec"]
+# Fields that may differ between a run and its resumption without changing what is computed.
+RESUME_FREE = {"output", "resume", "device", "threads", "data_dir", "eval_test", "compile", "eval_batch_size", "keep_best"}
+
+
+class Interrupted(CifarbenchError):
+    """SIGINT/SIGTERM: the current step finished and last.pt was written."""
+
+
+# ------------------------------------------------------------------ one epoch
+def train_one_epoch(model, loader: DeviceLoader, optimizer, scheduler, criterion, *, amp: bool,
+                    start_step: int = 0, sums: torch.Tensor | None = None, should_stop=lambda: False,
+                    progress: log.Progress | None = None) -> dict:
+    """Train over `loader` from `start_step`. Returns summed loss/correct/count as a device tensor, the steps
+    done, and why it stopped early ("interrupted" or "diverged"), if it did.
+
+    Metrics accumulate on the device so that a CUDA step never waits for the host.
+    """
+    model.train()
+    device = loader.device
+    check_each_step = device.type == "cpu"  # .item() is free on the CPU; on CUDA we check once per epoch
+    per_batch = scheduler is not None
+    sums = torch.zeros(3, device=device, dtype=torch.float64) if sums is None else sums.to(device)
+    step = start_step
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
+    for x, y in loader.iterate(start_step):
+        with autocast:
+            out = model(x)
+            loss = criterion(out, y)
+        if check_each_step and not math.isfinite(loss.item()):
+            return {"sums": sums, "step": step, "stopped": "diverged"}
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if per_batch:
+            scheduler.step()
+        n = y.shape[0]
+        sums += torch.stack([loss.detach().double() * n, (out.argmax(1) == y).sum().double(),
+                             torch.tensor(float(n), device=device, dtype=torch.float64)])
+        step += 1
+        if progress is not None:
+            progress.update(1, loss=f"{loss.item():.3f}" if check_each_step or step % 50 == 0 else "")
+        if should_stop():
+            return {"sums": sums, "step": step, "stopped": "interrupted"}
+    if not math.isfinite(sums[0].item()):
+        return {"sums": sums, "step": step, "stopped": "diverged"}
+    return {"sums": sums, "step": step, "stopped": None}
+
+
+@torch.no_grad()
+def evaluate(model, loader: DeviceLoader, criterion, num_classes: int, *, amp: bool,
+             ctx: distributed.DistContext | None = None) -> dict:
+    """Loss, accuracy (%) and confusion matrix (rows: true class) over the loader's split, summed over ranks."""
+    model.eval()
+    device = loader.device
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    confusion = torch.zeros(num_classes * num_classes, device=device, dtype=torch.float64)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
+    for x, y in loader:
+        if len(y) == 0:
+            continue
+        with autocast:
+            out = model(x)
+        loss_sum += criterion(out.float(), y).double() * len(y)
+        confusion += torch.bincount(y * num_classes + out.argmax(1), minlength=num_classes ** 2).double()
+    if ctx is not None:
+        ctx.all_reduce_sum(loss_sum)
+        ctx.all_reduce_sum(confusion)
+    confusion = confusion.view(num_classes, num_classes).long().cpu()
+    n = int(confusion.sum())
+    correct = int(confusion.diag().sum())
+    return {"loss": loss_sum.item() / max(n, 1), "acc": 100.0 * correct / max(n, 1), "n": n,
+            "confusion": confusion}
+
+
+# ------------------------------------------------------------------ helpers
+def build_model(cfg: TrainConfig, num_classes: int, channels: int) -> nn.Module:
+    from cifarbench.models import create_model
+
+    return create_model(cfg.model, num_classes=num_classes, in_chans=channels, stem=cfg.stem)
+
+
+def load_splits(cfg: TrainConfig):
+    from cifarbench.data import load_dataset
+
+    # The validation split is carved with a fixed seed, independent of the training seed, so that
+    # every run of a study is selected on the same held-out images.
+    splits = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_size=cfg.val_size, seed=0)
+    if cfg.train_subset is not None and cfg.train_subset < len(splits.train):
+        splits = splits.subset(train=cfg.train_subset, seed=0)
+    return splits
+
+
+def per_class_acc(confusion: torch.Tensor) -> list[float]:
+    rows = confusion.sum(1).clamp(min=1)
+    return [round(v, 3) for v in (100.0 * confusion.diag() / rows).tolist()]
+
+
+def _write_metrics(path: Path, history: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(history)
+    tmp.replace(path)
+
+
+@contextmanager
+def _stop_on_signals(enabled: bool):
+    """SIGINT/SIGTERM set a flag: the loop finishes its step, writes last.pt and stops. A second signal kills."""
+    flag = {"stop": False}
+    if not enabled:
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+        log.warn(f"{signal.Signals(signum).name}: stopping after this step (send again to abort now)")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _resolve_output(cfg: TrainConfig) -> Path:
+    out = Path(cfg.output or f"runs/{cfg.model}-{cfg.dataset.replace(':', '_').replace('/', '_')}-seed{cfg.seed}")
+    if out.exists() and not out.is_dir():
+        raise CifarbenchError(f"--output {out}: exists and is not a folder")
+    return out
+
+
+def _resume_checkpoint(cfg: TrainConfig, out: Path) -> tuple[Path | None, dict | None]:
+    """Which checkpoint to resume from, or the finished results if there is nothing left to do."""
+    results = out / "results.json"
+    if cfg.resume in (None, ""):
+        if (out / "last.pt").exists():
+            raise CifarbenchError(f"--output {out}: already holds a run; use --resume auto to continue it or another --output")
+        return None, None
+    if cfg.resume == "auto":
+        if results.exists():
+            prev = read_json(results)
+            if prev.get("status") in ("finished", "diverged", "pruned"):
+                return None, prev
+        return (out / "last.pt" if (out / "last.pt").exists() else None), None
+    path = Path(cfg.resume)
+    if not path.is_file():
+        raise CifarbenchError(f"--resume {path}: checkpoint not found")
+    return path, None
+
+
+def _check_resume_config(saved: dict, cfg: TrainConfig, path: Path) -> None:
+    now = cfg.to_dict()
+    diff = [k for k in now if k not in RESUME_FREE and k in saved and saved[k] != now[k]]
+    if diff:
+        pairs = ", ".join(f"{k}={saved[k]!r} (now {now[k]!r})" for k in diff)
+        raise CifarbenchError(f"--resume {path}: the checkpoint was trained with {pairs}; resume with the same settings")
+
+
+# ------------------------------------------------------------------ the run
+def train(cfg: TrainConfig, splits=None, on_epoch=None) -> dict:
+    """Train cfg.model on cfg.dataset; write the run folder; return the results.json dict.
+
+    on_epoch(epoch, row) -> bool: called after each epoch with the metrics row; True stops the run
+    (status "pruned"; used by the sweep's pruners).
+    """
+    cfg.validate()
+    ctx = distributed.from_env()
+    device = resolve_device(cfg.device)
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(device)
+    if cfg.amp:
+        check_amp(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = _resolve_output(cfg)
+    ckpt_path, finished = _resume_checkpoint(cfg, out)
+    if finished is not None:
+        log.info(f"{out}: already {finished['status']}; nothing to do")
+        return finished
+    distributed.init(ctx, device)
+    try:
+        return _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch)
+    finally:
+        distributed.shutdown(ctx)
+
+
+def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
+    t_start = time.perf_counter()
+    main = ctx.is_main
+    if main:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise CifarbenchError(f"--output {out}: cannot write there ({e.strerror or e})") from None
+
+    splits = splits if splits is not None else load_splits(cfg)
+    global_batch = cfg.batch_size * ctx.world_size
+    if global_batch > len(splits.train):
+        raise CifarbenchError(f"--batch-size {cfg.batch_size}: larger than the training split "
+                              f"({len(splits.train)} images{' over %d processes' % ctx.world_size if ctx.enabled else ''})")
+    resolution = cfg.resolution or splits.image_size
+
+    torch.manual_seed(cfg.seed)  # weight init and dropout
+    from cifarbench.models.profile import count_macs
+
+    model = build_model(cfg, splits.num_classes, splits.channels)
+    macs = count_macs(model, (1, splits.channels, resolution, resolution))
+    params = sum(p.numel() for p in model.parameters())
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg, model.parameters())
+    train_loader = DeviceLoader(splits.train.images, splits.train.labels, cfg.batch_size, True, device,
+                                splits.mean, splits.std, cfg.resolution, cfg.augment, cfg.seed,
+                                ctx.rank, ctx.world_size, cfg.channels_last)
+    val_loader = DeviceLoader(splits.val.images, splits.val.labels, cfg.eval_batch_size, False, device,
+                              splits.mean, splits.std, cfg.resolution, rank=ctx.rank,
+                              world_size=ctx.world_size, channels_last=cfg.channels_last)
+    steps = len(train_loader)
+    scheduler = build_scheduler(cfg, optimizer, steps)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    eval_criterion = nn.CrossEntropyLoss()
+
+    state = {"epoch": 0, "step": 0, "best_val_acc": -1.0, "best_epoch": 0, "history": [],
+             "partial": torch.zeros(3, dtype=torch.float64), "partial_time": 0.0}
+    if ckpt_path is not None:
+        ckpt = checkpoint.load(ckpt_path)
+        _check_resume_config(ckpt["config"], cfg, ckpt_path)
+        if ckpt.get("world_size", 1) != ctx.world_size:
+            raise CifarbenchError(f"--resume {ckpt_path}: saved with {ckpt.get('world_size', 1)} processes, "
+                                  f"now {ctx.world_size}; resume with the same world size")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        checkpoint.set_rng_state(ckpt["rng"])
+        state.update({k: ckpt[k] for k in state if k in ckpt})
+        log.info(f"resuming {out} at epoch {state['epoch'] + 1}, step {state['step']} of {steps}")
+
+    train_model = model
+    if ctx.enabled:
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        train_model = _compile(train_model, model, train_loader, criterion, cfg.amp)
+
+    env = environment(device)
+    base = {"model": cfg.model, "dataset": cfg.dataset, "stem": cfg.stem, "resolution": resolution,
+            "seed": cfg.seed, "params": params, "macs_per_image": macs, "classes": list(splits.classes),
+            "world_size": ctx.world_size, "effective_batch_size": global_batch,
+            "mac_convention": "multiply-accumulates per image, forward pass (torch.utils.flop_counter / 2); "
+                              "training MACs = 3 x forward x images seen"}
+    if main:
+        write_json(out / "config.json", cfg.to_dict())
+        write_json(out / "results.json", {**base, "status": "running", "env": env})
+    log.info(f"{cfg.model} (stem {cfg.stem}, {params / 1e6:.2f}M params, {macs / 1e6:.1f}M MACs/image at "
+             f"{resolution}px) on {cfg.dataset}: {len(splits.train)} train / {len(splits.val)} val images, "
+             f"{device}, batch {global_batch}, {cfg.epochs} epochs -> {out}")
+
+    def save(name: str, epoch: int, step: int, partial, partial_time: float) -> None:
+        if not main:
+            return
+        checkpoint.save_atomic({
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "epoch": epoch, "step": step, "best_val_acc": state["best_val_acc"], "best_epoch": state["best_epoch"],
+            "history": state["history"], "partial": partial.cpu(), "partial_time": partial_time,
+            "rng": checkpoint.rng_state(), "config": cfg.to_dict(), "world_size": ctx.world_size,
+        }, out / name)
+
+    status = "finished"
+    with _stop_on_signals(main or not ctx.enabled) as flag:
+        for epoch in range(state["epoch"], cfg.epochs):
+            train_loader.set_epoch(epoch)
+            start_step = state["step"]
+            bar = log.Progress(steps - start_step, f"epoch {epoch + 1}/{cfg.epochs}") if main else None
+            t0 = time.perf_counter()
+            r = train_one_epoch(train_model, train_loader, optimizer, scheduler if steps_per_batch(cfg) else None,
+                                criterion, amp=cfg.amp, start_step=start_step, sums=state["partial"] if start_step else None,
+                                should_stop=lambda: ctx.any(flag["stop"], device), progress=bar)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            epoch_time = state["partial_time"] + time.perf_counter() - t0
+            if bar:
+                bar.close()
+            if r["stopped"] == "diverged":
+                status = "diverged"
+                log.warn(f"non-finite loss in epoch {epoch + 1}: run stopped (status diverged); "
+                         f"last good checkpoint: {out / 'last.pt'} (epoch {epoch})")
+                break
+            if r["stopped"] == "interrupted":
+                save("last.pt", epoch, r["step"], r["sums"], epoch_time)
+                if main:
+                    write_json(out / "results.json", {**base, "status": "interrupted", "epochs_done": epoch, "env": env})
+                raise Interrupted(f"interrupted in epoch {epoch + 1} at step {r['step']}/{steps}; {out / 'last.pt'} "
+                                  f"written. Resume with: cifarbench train --resume auto --output {out}"
+                                  + (f" -c {out / 'config.json'}" if cfg.output is None else ""))
+            sums = ctx.all_reduce_sum(r["sums"].clone())
+            loss_sum, correct, count = sums.tolist()
+            val = (evaluate(train_model, val_loader, eval_criterion, splits.num_classes, amp=cfg.amp, ctx=ctx)
+                   if len(splits.val) else None)
+            row = {"epoch": epoch + 1, "train_loss": round(loss_sum / count, 5), "train_acc": round(100 * correct / count, 3),
+                   "val_loss": round(val["loss"], 5) if val else None, "val_acc": round(val["acc"], 3) if val else None,
+                   "lr": optimizer.param_groups[0]["lr"], "epoch_time": round(epoch_time, 3),
+                   "images_per_sec": round(count / epoch_time, 1)}
+            if not steps_per_batch(cfg):
+                scheduler.step(row["val_loss"] if val else row["train_loss"])
+            state["history"].append(row)
+            state.update(epoch=epoch + 1, step=0, partial=torch.zeros(3, dtype=torch.float64), partial_time=0.0)
+            score = row["val_acc"] if val else -row["train_loss"]
+            if score > state["best_val_acc"]:
+                state["best_val_acc"], state["best_epoch"] = score, epoch + 1
+                if cfg.keep_best:
+                    save("best.pt", epoch + 1, 0, state["partial"], 0.0)
+            save("last.pt", epoch + 1, 0, state["partial"], 0.0)
+            if main:
+                _write_metrics(out / "metrics.csv", state["history"])
+                log.info(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}%  "
+                         + (f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.2f}%  " if val else "")
+                         + f"lr {row['lr']:.4g}  {epoch_time:.1f}s  {row['images_per_sec']:.0f} img/s")
+            if on_epoch is not None and on_epoch(epoch + 1, row):
+                status = "pruned"
+                break
+
+    history = state["history"]
+    times = sorted(h["images_per_sec"] for h in history)
+    results = {**base, "status": status, "epochs_done": len(history), "best_epoch": state["best_epoch"],
+               "best_val_acc": state["best_val_acc"] if len(splits.val) else None,
+               "val_acc": None, "val_loss": None, "test_acc": None, "test_loss": None,
+               "per_class_acc": None, "confusion": None,
+               "train_time_s": round(sum(h["epoch_time"] for h in history), 3),
+               "images_per_sec": times[len(times) // 2] if times else None,
+               "total_train_macs": 3 * macs * sum(len(train_loader) * global_batch for _ in history),
+               "env": env}
+    if history and status != "diverged":
+        best = out / ("best.pt" if cfg.keep_best and (out / "best.pt").exists() else "last.pt")
+        ctx.barrier()
+        model.load_state_dict(checkpoint.load(best, map_location=device)["model"])
+        if len(splits.val):
+            v = evaluate(model, val_loader, eval_criterion, splits.num_classes, amp=cfg.amp, ctx=ctx)
+            results.update(val_acc=round(v["acc"], 3), val_loss=round(v["loss"], 5))
+        if cfg.eval_test:
+            test_loader = DeviceLoader(splits.test.images, splits.test.labels, cfg.eval_batch_size, False, device,
+                                       splits.mean, splits.std, cfg.resolution, rank=ctx.rank,
+                                       world_size=ctx.world_size, channels_last=cfg.channels_last)
+            t = evaluate(model, test_loader, eval_criterion, splits.num_classes, amp=cfg.amp, ctx=ctx)
+            results.update(test_acc=round(t["acc"], 3), test_loss=round(t["loss"], 5),
+                           per_class_acc=per_class_acc(t["confusion"]), confusion=t["confusion"].tolist())
+    results["wall_time_s"] = round(time.perf_counter() - t_start, 3)
+    if main:
+        write_json(out / "results.json", results)
+        if results["test_acc"] is not None:
+            log.info(f"{out}: test accuracy {results['test_acc']:.2f}% (best epoch {results['best_epoch']})")
+    return results
+
+
+def _compile(train_model, model, loader, criterion, amp):
+    """torch.compile with a warm-up step; on failure say so and fall back to eager."""
+    try:
+        compiled = torch.compile(train_model)
+        saved = copy.deepcopy(model.state_dict())  # the warm-up step must not change the weights or BN stats
+        x, y = next(loader.iterate(0))
+        with torch.autocast(loader.device.type, dtype=torch.bfloat16) if amp else nullcontext():
+            loss = criterion(compiled(x), y)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        model.load_state_dict(saved)
+        return compiled
+    except Exception as e:  # inductor needs a C compiler, some ops are unsupported, ...
+        log.warn(f"--compile failed ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); training eagerly")
+        model.zero_grad(set_to_none=True)
+        return train_model
+
+
+# ------------------------------------------------------------------ re-evaluation
+def evaluate_run(run_dir, split: str = "test", data_dir=None, device: str = "auto") -> dict:
+    """Evaluate a run's best checkpoint on a split; for the test split, store the figures in results.json."""
+    run_dir = Path(run_dir)
+    if split not in ("test", "val"):
+        raise CifarbenchError(f"--split {split!r}: choose test or val")
+    saved = read_json(run_dir / "config.json")
+    cfg = TrainConfig.from_dict(saved, source=str(run_dir / "config.json"))
+    if data_dir is not None:
+        cfg = cfg.replace(data_dir=str(data_dir))
+    dev = resolve_device(device)
+    splits = load_splits(cfg)
+    ckpt_path = run_dir / "best.pt" if (run_dir / "best.pt").exists() else run_dir / "last.pt"
+    model = build_model(cfg, splits.num_classes, splits.channels)
+    model.load_state_dict(checkpoint.load(ckpt_path)["model"])
+    model.to(dev)
+    part = splits.test if split == "test" else splits.val
+    loader = DeviceLoader(part.images, part.labels, cfg.eval_batch_size, False, dev, splits.mean, splits.std,
+                          cfg.resolution)
+    amp = cfg.amp and (dev.type != "cpu" or _cpu_amp_ok())
+    r = evaluate(model, loader, nn.CrossEntropyLoss(), splits.num_classes, amp=amp)
+    res = {"acc": round(r["acc"], 3), "loss": round(r["loss"], 5), "n": r["n"], "split": split,
+           "per_class_acc": per_class_acc(r["confusion"]), "confusion": r["confusion"].tolist(),
+           "classes": list(splits.classes), "checkpoint": str(ckpt_path)}
+    if split == "test" and (run_dir / "results.json").exists():
+        results = read_json(run_dir / "results.json")
+        results.update(test_acc=res["acc"], test_loss=res["loss"], per_class_acc=res["per_class_acc"],
+                       confusion=res["confusion"])
+        write_json(run_dir / "results.json", results)
+    return res
+
+
+def _cpu_amp_ok() -> bool:
+    from cifarbench.engine.env import cpu_has_bf16
+
+    return cpu_has_bf16()

@@ -1,0 +1,97 @@
+"""Running several training runs side by side: one slot per job, one process per slot.
+
+A slot is a device and a thread count. On a CPU the cores are split between the jobs (two runs that
+each use every core fight over them and run slower than one after the other); on a machine with
+several GPUs each job owns one GPU. Processes, not threads: each run has its own torch state, its own
+signal handling (the engine checkpoints on SIGINT/SIGTERM) and cannot stall the others on the GIL.
+The "spawn" start method: fork after torch (or CUDA) has started is unsafe.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+from cifarbench.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Slot:
+    device: str | None = None   # None: keep the run's own device setting
+    threads: int | None = None  # None: keep the run's own thread setting
+
+
+def device_slots(jobs: int, device: str | None = None) -> list[Slot]:
+    """One slot per job: cuda:i on a multi-GPU machine, else the same device with the CPU cores split."""
+    jobs = max(1, int(jobs))
+    if jobs == 1:
+        return [Slot(device=device)]
+    if device in (None, "auto", "cuda"):
+        import torch
+
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n > 1:
+            return [Slot(device=f"cuda:{i % n}") for i in range(jobs)]
+        if n == 1:  # one GPU: the jobs share it; threads only feed it
+            return [Slot(device=device) for _ in range(jobs)]
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    return [Slot(device=device, threads=threads) for _ in range(jobs)]
+
+
+def apply_slot(cfg: TrainConfig, slot: Slot | None) -> TrainConfig:
+    if slot is None:
+        return cfg
+    changes: dict[str, Any] = {}
+    if slot.device is not None:
+        changes["device"] = slot.device
+    if slot.threads is not None:
+        changes["threads"] = slot.threads
+    return cfg.replace(**changes) if changes else cfg
+
+
+def spawn_context():
+    return mp.get_context("spawn")
+
+
+# --- a process pool whose every process keeps one slot for its whole life
+_slot: Slot | None = None
+
+
+def _init_slot(queue) -> None:
+    global _slot
+    _slot = queue.get()
+
+
+def _run_in_slot(fn: Callable[[TrainConfig], Any], cfg: TrainConfig) -> Any:
+    return fn(apply_slot(cfg, _slot))
+
+
+def run_side_by_side(fn: Callable[[TrainConfig], Any], items: Iterable[tuple[Any, TrainConfig]],
+                     slots: list[Slot]) -> Iterator[tuple[Any, Any, BaseException | None]]:
+    """Yield (key, result, error) for each (key, cfg) as the runs finish, len(slots) at a time.
+
+    With one slot the runs go in this process, one after the other (no pickling, exceptions such as
+    an interrupt propagate at once). ``fn`` must be a module-level function for more than one slot.
+    """
+    items = list(items)
+    if len(slots) <= 1:
+        for key, cfg in items:
+            try:
+                result = fn(apply_slot(cfg, slots[0] if slots else None))
+            except Exception as e:  # the caller decides; KeyboardInterrupt goes straight up
+                yield key, None, e
+                continue
+            yield key, result, None
+        return
+    ctx = spawn_context()
+    queue = ctx.Queue()
+    for s in slots:
+        queue.put(s)
+    with ProcessPoolExecutor(max_workers=len(slots), mp_context=ctx, initializer=_init_slot,
+                             initargs=(queue,)) as pool:
+        futures = {pool.submit(_run_in_slot, fn, cfg): key for key, cfg in items}
+        for fut in as_completed(futures):
+            err = fut.exception()
+            yield futures[fut], (None if err else fut.result()), err

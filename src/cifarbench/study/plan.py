@@ -1,0 +1,122 @@
+"""What a study will run, and how long that takes here: ``cifarbench study --dry-run``.
+
+The time estimate is measured, not guessed: a few training steps of each model at the study's
+resolution on the current device (1 warm-up + 3 timed steps, fp32, eager), scaled by the images the
+study will push through it. On a CPU the steps use a batch of 8 to keep the measurement short; small
+batches run somewhat slower per image than the study's, so the estimate errs long.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from cifarbench.study.spec import StudySpec, params_of
+
+# Images in the training file before the validation split, and the native size: enough for an estimate
+# without reading the dataset (a dry run must work before the data is downloaded).
+DATASETS = {"cifar10": (50000, 32, 3, 10), "cifar100": (50000, 32, 3, 100),
+            "fashion-mnist": (60000, 28, 1, 10), "mnist": (60000, 28, 1, 10), "shapes": (12000, 32, 3, 10)}
+EVAL_COST = 1 / 3  # a forward pass costs about a third of forward + backward + step
+
+COLUMNS = ["model", "config", "opt", "lr", "momentum", "weight_decay", "sched", "epochs", "batch_size",
+           "stem", "resolution", "augment", "label_smoothing", "train_subset", "amp", "seed"]
+
+
+def _row(spec: StudySpec, model, stage: str, params: dict, name: str, seed=None) -> dict[str, Any]:
+    cfg = spec.run_config(model, stage, params, seed=seed).to_dict()
+    row = {k: cfg.get(k) for k in COLUMNS}
+    row.update(model=model.name, config=name)
+    if cfg["opt"] == "sgd":
+        row["momentum"] = 0.0  # "sgd" is plain SGD, whatever momentum the config holds
+    elif cfg["opt"] in ("adam", "adamw"):
+        row["momentum"] = None  # not used
+    return row
+
+
+def plan(spec: StudySpec) -> dict[str, list[dict[str, Any]]]:
+    """Rows of the sweep runs and the final runs, with every hyperparameter that matters."""
+    sweep, final = [], []
+    for m in spec.models:
+        if spec.sampler == "grid":
+            for p in m.grid:
+                sweep.append(_row(spec, m, "sweep", params_of(p), p["name"], seed=spec.sweep_seed))
+        else:
+            space = ", ".join(f"{k}={v}" for k, v in m.space.items())
+            for i in range(int(spec.sweep.get("n_trials", 0))):
+                row = _row(spec, m, "sweep", {}, f"trial{i:03d}", seed=spec.sweep_seed)
+                row.update({k: "?" for k in m.space}, config=f"trial{i:03d} ({space})")
+                sweep.append(row)
+        final_params = params_of(m.grid[0]) if m.grid else {}
+        row = _row(spec, m, "final", final_params, "best on val", seed=None)
+        for k in set().union(*(params_of(p) for p in m.grid), m.space):  # decided by the sweep
+            if k in row:
+                row[k] = "best"
+        row["seed"] = " ".join(str(s) for s in spec.seeds)
+        final.append(row)
+    return {"sweep": sweep, "final": final}
+
+
+def _steps_per_image(model: str, stem: str, resolution: int, in_chans: int, num_classes: int, device, batch: int) -> float:
+    import torch
+
+    from cifarbench.models import create_model
+
+    net = create_model(model, num_classes=num_classes, in_chans=in_chans, stem=stem).to(device).train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    x = torch.randn(batch, in_chans, resolution, resolution, device=device)
+    y = torch.randint(0, num_classes, (batch,), device=device)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+
+    step()  # warm-up: allocations, cuDNN autotuning
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(3):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - t0) / (3 * batch)
+
+
+def estimate(spec: StudySpec, device: str | None = None) -> dict[str, Any]:
+    """Seconds the whole study would take on this device, from a short measurement per model."""
+    from cifarbench.data import default_val_size
+    from cifarbench.engine.env import device_name, resolve_device
+
+    dev = resolve_device(device or spec.defaults.get("device", "auto"))
+    n_all, native, chans, classes = DATASETS.get(spec.dataset, (50000, 32, 3, 10))
+    models, total = [], 0.0
+    for m in spec.models:
+        first = params_of(m.grid[0]) if m.grid else {}
+        stages = []
+        for stage in ("sweep", "final"):
+            cfg = spec.run_config(m, stage, first)
+            val = default_val_size(spec.dataset, n_all) if cfg.val_size is None else cfg.val_size
+            n_train = min(cfg.train_subset or n_all, n_all - val)
+            runs = (len(m.grid) or int(spec.sweep.get("n_trials", 0))) if stage == "sweep" else len(spec.seeds)
+            stages.append((cfg, runs, n_train, val))
+        cfg = stages[0][0]
+        res = cfg.resolution or native
+        batch = 8 if dev.type == "cpu" else cfg.batch_size
+        s_img = _steps_per_image(m.name, cfg.stem, res, chans, classes, dev, batch)
+        secs = sum(runs * c.epochs * (n_train + EVAL_COST * val) * s_img for c, runs, n_train, val in stages)
+        secs += len(spec.seeds) * 10000 * EVAL_COST * s_img  # the test stage
+        models.append({"model": m.name, "resolution": res, "measured_batch": batch,
+                       "train_images_per_sec": round(1 / s_img, 1), "hours": round(secs / 3600, 2)})
+        total += secs
+    return {"device": str(dev), "device_name": device_name(dev), "models": models, "seconds": total,
+            "method": "1 warm-up + 3 timed training steps per model (fp32, eager), scaled to the study's images"}
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"

@@ -1,0 +1,76 @@
+import torch
+
+from cifarbench.engine.loader import PAD, DeviceLoader
+
+
+def _data(n=40, c=3, h=8):
+    images = torch.arange(n * c * h * h, dtype=torch.int64).remainder(251).to(torch.uint8).view(n, c, h, h)
+    return images, torch.arange(n) % 5
+
+
+def _loader(train=True, **kw):
+    images, labels = _data()
+    args = dict(batch_size=8, train=train, device="cpu", mean=(0.5,) * 3, std=(0.25,) * 3)
+    args.update(kw)
+    return DeviceLoader(images, labels, **args)
+
+
+def test_batches_are_normalised_float_and_train_drops_last():
+    loader = _loader(batch_size=16)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 2  # 40 // 16, the partial batch is dropped
+    x, y = batches[0]
+    assert x.dtype == torch.float32 and x.shape == (16, 3, 8, 8) and y.dtype == torch.int64
+
+
+def test_eval_walks_every_image_once_in_order():
+    loader = _loader(train=False, batch_size=16)
+    ys = torch.cat([y for _, y in loader])
+    assert torch.equal(ys, torch.arange(40) % 5)
+    x0, _ = next(iter(loader))
+    images, _ = _data()
+    expected = (images[:16].float() / 255 - 0.5) / 0.25
+    assert torch.allclose(x0, expected, atol=1e-5)
+
+
+def test_same_seed_and_epoch_same_batches_other_epoch_differs():
+    a, b = _loader(seed=3), _loader(seed=3)
+    for (xa, ya), (xb, yb) in zip(a, b):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    b.set_epoch(1)
+    assert not torch.equal(next(iter(a))[1], next(iter(b))[1])
+
+
+def test_crop_and_flip_move_pixels_but_keep_content():
+    images = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
+    images[:, :, 3, 3] = 200  # one bright pixel per image
+    loader = DeviceLoader(images, torch.zeros(4, dtype=torch.int64), 4, True, "cpu", (0.0,), (1 / 255,), seed=0)
+    x, _ = next(iter(loader))
+    bright = (x > 100).flatten(1).sum(1)
+    assert bright.max() <= 1  # shifted by at most PAD, so it may fall out of the crop, never duplicated
+    none = DeviceLoader(images, torch.zeros(4, dtype=torch.int64), 4, True, "cpu", (0.0,), (1 / 255,), augment="none")
+    assert (next(iter(none))[0] > 100).flatten(1).sum(1).tolist() == [1, 1, 1, 1]
+    assert PAD == 4
+
+
+def test_start_step_replays_the_rest_of_the_epoch():
+    full = list(_loader(seed=1))
+    rest = list(_loader(seed=1).iterate(start_step=2))
+    assert len(rest) == len(full) - 2
+    for (xa, ya), (xb, yb) in zip(full[2:], rest):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_ranks_shard_each_global_batch_exactly():
+    single = list(_loader(batch_size=8, seed=2))
+    ranks = [list(_loader(batch_size=4, seed=2, rank=r, world_size=2)) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == len(single)
+    for i, (x, y) in enumerate(single):
+        assert torch.equal(torch.cat([ranks[0][i][0], ranks[1][i][0]]), x)
+        assert torch.equal(torch.cat([ranks[0][i][1], ranks[1][i][1]]), y)
+
+
+def test_resolution_resizes_on_device_and_channels_last():
+    x, _ = next(iter(_loader(resolution=16, channels_last=True)))
+    assert x.shape == (8, 3, 16, 16)
+    assert x.is_contiguous(memory_format=torch.channels_last)

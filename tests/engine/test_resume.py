@@ -1,0 +1,89 @@
+"""Exact resume, shown the hard way: a real `cifarbench train` process is killed, then resumed.
+
+On the CPU with the same seed and threads, the resumed run must end with weights identical (torch.equal on
+every tensor) to an uninterrupted one. Both kinds of stop are covered: SIGKILL (no chance to save: resume
+from the last epoch boundary) and SIGTERM (graceful: finish the step, write last.pt mid-epoch, exit non-zero).
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+ARGS = ["--model", "shufflenet_v2_x0_5", "--stem", "cifar", "--dataset", "shapes", "--train-subset", "768",
+        "--val-size", "256", "--resolution", "16", "-b", "32", "--epochs", "3", "--lr", "0.05",
+        "--threads", "1", "--seed", "7"]
+
+
+def _cmd(out, *extra):
+    return [sys.executable, "-m", "cifarbench", "train", *ARGS, "--output", str(out), *extra]
+
+
+def _env(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", CIFARBENCH_DATA=str(tmp_path / "data"))
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _run(cmd, env):
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _wait_for_epochs(out, n, proc, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        metrics = out / "metrics.csv"
+        if metrics.exists() and len(metrics.read_text().strip().splitlines()) > n:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended early: {proc.stderr.read()}")
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for an epoch")
+
+
+def _weights(out):
+    return torch.load(out / "last.pt", weights_only=True)["model"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("reference")
+    r = _run(_cmd(tmp / "run"), _env(tmp))
+    assert r.returncode == 0, r.stderr
+    return _weights(tmp / "run")
+
+
+def _assert_identical(a, b):
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"tensors differ after resume: {different[:5]}"
+
+
+def test_sigkill_after_an_epoch_then_resume_gives_identical_weights(tmp_path, reference):
+    out, env = tmp_path / "run", _env(tmp_path)
+    proc = subprocess.Popen(_cmd(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_epochs(out, 1, proc)
+    proc.kill()
+    proc.wait()
+    r = _run(_cmd(out, "--resume", "auto"), env)
+    assert r.returncode == 0, r.stderr
+    assert "resuming" in r.stderr
+    _assert_identical(_weights(out), reference)
+
+
+def test_sigterm_finishes_the_step_saves_and_exits_nonzero_then_resumes_exactly(tmp_path, reference):
+    out, env = tmp_path / "run", _env(tmp_path)
+    proc = subprocess.Popen(_cmd(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_epochs(out, 1, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "Resume with: cifarbench train --resume auto --output" in err
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert ckpt["epoch"] >= 1
+    r = _run(_cmd(out, "--resume", "auto"), env)
+    assert r.returncode == 0, r.stderr
+    _assert_identical(_weights(out), reference)

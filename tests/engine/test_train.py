@@ -1,0 +1,158 @@
+import csv
+import errno
+import json
+
+import pytest
+import torch
+
+from cifarbench.config import TrainConfig
+from cifarbench.engine import checkpoint, evaluate_run, train
+from cifarbench.engine import trainer as train_mod
+from cifarbench.errors import CifarbenchError
+
+
+def _cfg(tmp_path, **kw):
+    args = dict(model="shufflenet_v2_x0_5", dataset="tiny", stem="cifar", epochs=2, batch_size=32,
+                eval_batch_size=64, lr=0.05, output=str(tmp_path / "run"), threads=1, label_smoothing=0.0)
+    args.update(kw)
+    return TrainConfig(**args)
+
+
+def _rows(run):
+    with open(run / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_run_folder_holds_config_metrics_results_and_checkpoints(tmp_path, tiny_splits):
+    res = train(_cfg(tmp_path), splits=tiny_splits)
+    run = tmp_path / "run"
+    assert res["status"] == "finished" and res["epochs_done"] == 2
+    rows = _rows(run)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert set(rows[0]) == set(train_mod.METRIC_COLUMNS)
+    saved = json.loads((run / "results.json").read_text())
+    assert saved["status"] == "finished" and saved["test_acc"] is not None
+    assert len(saved["per_class_acc"]) == 4 and sum(map(sum, saved["confusion"])) == 64
+    assert saved["macs_per_image"] > 0 and saved["total_train_macs"] == 3 * saved["macs_per_image"] * 2 * 256
+    assert saved["env"]["torch"] == torch.__version__
+    assert json.loads((run / "config.json").read_text())["model"] == "shufflenet_v2_x0_5"
+    for name in ("last.pt", "best.pt"):
+        ckpt = torch.load(run / name, weights_only=True)  # must load with the safe unpickler
+        assert {"model", "optimizer", "scheduler", "rng", "config", "epoch"} <= set(ckpt)
+
+
+def test_learns_the_tiny_task(tmp_path, tiny_splits):
+    res = train(_cfg(tmp_path, epochs=4), splits=tiny_splits)
+    assert res["test_acc"] >= 80.0
+
+
+def test_sweep_runs_never_read_the_test_split(tmp_path, tiny_splits):
+    res = train(_cfg(tmp_path, eval_test=False), splits=tiny_splits)
+    assert res["test_acc"] is None and res["confusion"] is None and res["val_acc"] is not None
+
+
+def test_finished_run_is_not_retrained(tmp_path, tiny_splits):
+    first = train(_cfg(tmp_path), splits=tiny_splits)
+    mtime = (tmp_path / "run" / "last.pt").stat().st_mtime_ns
+    again = train(_cfg(tmp_path, resume="auto"), splits=tiny_splits)
+    assert again["test_acc"] == first["test_acc"]
+    assert (tmp_path / "run" / "last.pt").stat().st_mtime_ns == mtime
+
+
+def test_existing_run_needs_resume(tmp_path, tiny_splits):
+    train(_cfg(tmp_path, epochs=1), splits=tiny_splits)
+    with pytest.raises(CifarbenchError, match="already holds a run"):
+        train(_cfg(tmp_path, epochs=1), splits=tiny_splits)
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(batch_size=1000), "larger than the training split"),
+    (dict(resolution=4), "at least 8"),
+    (dict(epochs=0), "at least 1"),
+    (dict(opt="lion"), "--opt 'lion'"),
+    (dict(lr=float("nan")), "--lr"),
+    (dict(warmup_epochs=5), "--warmup-epochs"),
+])
+def test_impossible_configs_are_refused_before_work(tmp_path, tiny_splits, changes, message):
+    with pytest.raises(CifarbenchError, match=message):
+        train(_cfg(tmp_path, **changes), splits=tiny_splits)
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_amp_refused_without_bf16(tmp_path, tiny_splits, monkeypatch):
+    monkeypatch.setattr("cifarbench.engine.env.cpu_has_bf16", lambda: False)
+    with pytest.raises(CifarbenchError, match="no native bf16"):
+        train(_cfg(tmp_path, amp=True), splits=tiny_splits)
+
+
+def test_output_that_is_a_file_is_refused(tmp_path, tiny_splits):
+    (tmp_path / "run").write_text("not a folder")
+    with pytest.raises(CifarbenchError, match="not a folder"):
+        train(_cfg(tmp_path), splits=tiny_splits)
+
+
+def test_non_finite_loss_stops_with_status_diverged_and_keeps_last_good_checkpoint(tmp_path, tiny_splits, monkeypatch):
+    calls = {"n": 0}
+
+    class NanAfterEpochOne(torch.nn.CrossEntropyLoss):
+        def forward(self, out, y):
+            loss = super().forward(out, y)
+            if self.label_smoothing == 0.0 and out.requires_grad:  # the training criterion only
+                calls["n"] += 1
+                if calls["n"] > 8:  # 8 steps per epoch: epoch 2 diverges
+                    return loss * float("nan")
+            return loss
+
+    monkeypatch.setattr(train_mod.nn, "CrossEntropyLoss", NanAfterEpochOne)
+    res = train(_cfg(tmp_path, epochs=3), splits=tiny_splits)
+    assert res["status"] == "diverged" and res["epochs_done"] == 1
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "diverged"
+    last = checkpoint.load(tmp_path / "run" / "last.pt")
+    assert last["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+
+
+def test_disk_full_keeps_the_previous_checkpoint(tmp_path, tiny_splits, monkeypatch):
+    real_save = torch.save
+    writes = {"n": 0}
+
+    def failing_save(obj, f):
+        writes["n"] += 1
+        if writes["n"] > 2:  # epoch 1 writes best.pt and last.pt; the next write hits a full disk
+            f.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f)
+
+    monkeypatch.setattr(checkpoint.torch, "save", failing_save)
+    with pytest.raises(CifarbenchError, match="No space left on device.*previous checkpoint is intact"):
+        train(_cfg(tmp_path, epochs=2), splits=tiny_splits)
+    assert checkpoint.load(tmp_path / "run" / "last.pt")["epoch"] == 1
+    assert not [p for p in (tmp_path / "run").iterdir() if ".tmp" in p.name]
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "last.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(CifarbenchError, match="last.pt: not a readable checkpoint"):
+        checkpoint.load(bad)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, tiny_splits):
+    train(_cfg(tmp_path, epochs=1), splits=tiny_splits)
+    (tmp_path / "run" / "results.json").unlink()
+    with pytest.raises(CifarbenchError, match="lr=0.05"):
+        train(_cfg(tmp_path, epochs=1, lr=0.1, resume="auto"), splits=tiny_splits)
+
+
+def test_on_epoch_can_prune(tmp_path, tiny_splits):
+    res = train(_cfg(tmp_path, epochs=3, eval_test=False), splits=tiny_splits, on_epoch=lambda epoch, row: True)
+    assert res["status"] == "pruned" and res["epochs_done"] == 1
+
+
+def test_evaluate_run_fills_in_the_test_figures(tmp_path, tiny_splits, monkeypatch):
+    train(_cfg(tmp_path, eval_test=False), splits=tiny_splits)
+    monkeypatch.setattr(train_mod, "load_splits", lambda cfg: tiny_splits)
+    res = evaluate_run(tmp_path / "run", split="test")
+    assert res["n"] == 64 and 0 <= res["acc"] <= 100
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["test_acc"] == res["acc"]
