@@ -8,6 +8,9 @@ A lever is a '+'-joined set of tokens:
   compile  torch.compile (inductor); its compile time (first step) is reported too
   tN       N intra-op threads (default: torch's default, the number of cores)
   bN       batch size N (default --batch-size)
+  nhwcshuffle  ShuffleNetV2 only, an experiment for the models package: a channel shuffle that keeps
+           channels_last (torchvision's .contiguous() turns every block's output back into NCHW, so
+           the next conv and ReLU backward pay format conversions); outputs are bit-identical
 
 Each figure: forward + backward + SGD step on a random batch (cifarbench.bench.make_train_step),
 median over --repeats windows of about --window seconds each, after warm-up. Two rates per lever:
@@ -29,25 +32,44 @@ import sys
 import time
 
 import torch
+import torchvision.models.shufflenetv2
 
 from cifarbench.bench import make_train_step, random_batch, timed
 from cifarbench.engine.env import device_name
 
+_TV_SHUFFLE = torchvision.models.shufflenetv2.channel_shuffle
+
 
 def parse_lever(spec: str, batch_size: int, threads: int) -> dict:
-    lever = dict(name=spec, cl=False, bf16=False, compile=False, threads=threads, batch_size=batch_size)
+    lever = dict(name=spec, cl=False, bf16=False, compile=False, nhwcshuffle=False, threads=threads,
+                 batch_size=batch_size)
     for tok in spec.split("+"):
         if tok == "fp32":
             continue
-        elif tok in ("cl", "bf16", "compile"):
+        elif tok in ("cl", "bf16", "compile", "nhwcshuffle"):
             lever[tok] = True
         elif tok[:1] == "t" and tok[1:].isdigit():
             lever["threads"] = int(tok[1:])
         elif tok[:1] == "b" and tok[1:].isdigit():
             lever["batch_size"] = int(tok[1:])
         else:
-            raise SystemExit(f"error: lever token {tok!r} in {spec!r}: use fp32, cl, bf16, compile, tN or bN")
+            raise SystemExit(f"error: lever token {tok!r} in {spec!r}: use fp32, cl, bf16, compile, nhwcshuffle, tN or bN")
     return lever
+
+
+def _shuffle_keep_format(x: torch.Tensor, groups: int) -> torch.Tensor:
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        b, c, h, w = x.shape
+        y = x.permute(0, 2, 3, 1).reshape(b, h, w, groups, c // groups).transpose(3, 4).reshape(b, h, w, c)
+        return y.permute(0, 3, 1, 2)  # an NCHW view with channels_last strides
+    return _TV_SHUFFLE(x, groups)
+
+
+def use_shuffle(nhwc: bool) -> None:
+    """torchvision's InvertedResidual calls the module-level channel_shuffle: swap it per lever."""
+    import torchvision.models.shufflenetv2 as sv
+
+    sv.channel_shuffle = _shuffle_keep_format if nhwc else _TV_SHUFFLE
 
 
 def prepare(lever: dict, model_name: str, stem: str, resolution: int, window_s: float, warmup: int) -> dict:
@@ -55,6 +77,7 @@ def prepare(lever: dict, model_name: str, stem: str, resolution: int, window_s: 
 
     torch.manual_seed(0)
     torch.set_num_threads(lever["threads"])
+    use_shuffle(lever["nhwcshuffle"])
     model = create_model(model_name, num_classes=10, stem=stem)
     if lever["cl"]:
         model = model.to(memory_format=torch.channels_last)
@@ -90,6 +113,7 @@ def main(argv=None) -> int:
     for _ in range(args.repeats):
         for lv in levers:
             torch.set_num_threads(lv["threads"])
+            use_shuffle(lv["nhwcshuffle"])
             c0 = time.process_time()
             wall = timed(lv["step"], lv["steps"], cpu)
             n = lv["batch_size"] * lv["steps"]
@@ -113,7 +137,7 @@ def main(argv=None) -> int:
         print(f"{'lever':<18}{'threads':>8}{'batch':>7}{'img/s':>9}{'ratio':>7}{'img/cpu-s':>10}  first step s  all")
         for r in rows:
             print(f"{r['lever']:<18}{r['threads']:>8}{r['batch_size']:>7}{r['img_s']:>9.1f}{r['vs_first']:>7.2f}"
-                  f"  {r['first_step_s']:>12.2f}  {r['all']}")
+                  f"{r['img_per_cpu_s']:>10.1f}  {r['first_step_s']:>12.2f}  {r['all']}")
     return 0
 
 

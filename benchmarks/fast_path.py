@@ -28,6 +28,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset", default="shapes")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--train-subset", type=int, default=4000)
+    ap.add_argument("--val-size", type=int, default=None, help="default: the dataset's")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("-b", "--batch-size", type=int, default=256)
     ap.add_argument("--lr", type=float, default=None, help="default: TrainConfig's")
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     base = TrainConfig(model=args.model, stem=args.stem, dataset=args.dataset, data_dir=args.data_dir,
-                       train_subset=args.train_subset, epochs=args.epochs, batch_size=args.batch_size,
+                       train_subset=args.train_subset, val_size=args.val_size, epochs=args.epochs, batch_size=args.batch_size,
                        device=args.device, threads=args.threads, eval_test=False, keep_best=False)
     if args.lr is not None:
         base = base.replace(lr=args.lr)

@@ -5,10 +5,11 @@ the 177 MB cifar-10-batches-py folder cannot travel as it is. What travels inste
 JPEG archive the development copy is built from, with its rebuild script:
 
     gpu-data/cifar10-jpeg.tar.xz   the source images (from /work/shared/datasets)
-    gpu-data/cifar10.py            rebuilds gpu-data/cifar-10-batches-py/ from it (about 20-30 s)
+    gpu-data/cifar10.py            rebuilds cifar-10-batches-py/ from it (about 20-30 s)
 
-benchmarks/gpu.sh runs the rebuild before anything is timed, and every benchmark then reads the
-same pixels as the development copy at /work/data/cifar10 (the rebuild is deterministic).
+benchmarks/gpu.sh runs the rebuild (into bench-out/cifar10/, so gpu-data/ stays small enough to carry)
+before anything is timed; every benchmark then reads the same pixels as the development copy at
+/work/data/cifar10 (the rebuild is deterministic).
 Where nothing limits the transfer, --folder copies an existing cifar-10-batches-py/ instead.
 
     python benchmarks/prepare_gpu_data.py                      # from /work/shared/datasets
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
         if missing:
             sys.exit(f"error: {src}: missing {', '.join(missing)}")
         for f in FILES:
-            shutil.copy2(src / f, dest / f)
+            shutil.copyfile(src / f, dest / f)  # not copy2: the source files are read-only
     total = size(dest)
     print(f"{dest}: {total / 2**20:.1f} MiB")
     if total > CARRY_LIMIT:

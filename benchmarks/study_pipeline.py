@@ -44,11 +44,15 @@ def study_dataset(root: str):
     import torchvision
     import torchvision.transforms as T
 
-    class CIFAR10(torchvision.datasets.CIFAR10):
+    base = torchvision.datasets.CIFAR10
+
+    class CIFAR10(base):
         # The dev copy of CIFAR-10 is rebuilt from JPEGs, so its MD5s differ from the official files and
-        # torchvision would refuse it; the files are the same layout and cifarbench validates them itself.
-        def _check_integrity(self) -> bool:
-            return True
+        # torchvision would refuse it; same files and layout, so only the MD5 checks are switched off
+        # (torchvision's check_integrity accepts any existing file when the MD5 is None).
+        train_list = [[name, None] for name, _ in base.train_list]
+        test_list = [[name, None] for name, _ in base.test_list]
+        meta = {**base.meta, "md5": None}
 
     tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
                     T.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))])

@@ -44,8 +44,8 @@ def study_pflops(model: str, num_classes: int = 10) -> dict:
 
     macs = count_macs(create_model(model, num_classes=num_classes, stem="imagenet"), (1, 3, 224, 224))
     final = 3 * macs * 2 * STUDY_EPOCHS * STUDY_TRAIN_IMAGES / 1e15
-    return {"study_macs_per_image_224": macs, "study_pflops_final": round(final, 3),
-            "study_pflops_with_sweep": round(final * (STUDY_EPOCHS + STUDY_SWEEP_EPOCHS) / STUDY_EPOCHS, 3)}
+    return {"study_macs_per_image_224": macs, "study_pflops_final": round(final, 4),
+            "study_pflops_with_sweep": round(final * (STUDY_EPOCHS + STUDY_SWEEP_EPOCHS) / STUDY_EPOCHS, 4)}
 
 
 class TestTimer:
@@ -139,13 +139,14 @@ def main(argv=None) -> int:
         out.update(epoch=e, test_acc=timer.reached["test_acc"], train_s=timer.reached["train_s"],
                    wall_s=timer.reached["wall_s"], train_min=round(timer.reached["train_s"] / 60, 2),
                    wall_min=round(timer.reached["wall_s"] / 60, 2),
-                   pflops=round(3 * macs * 2 * images_per_epoch * e / 1e15, 4))
+                   pflops=3 * macs * 2 * images_per_epoch * e / 1e15)
     else:
         best = max(timer.epochs, key=lambda r: r["test_acc"]) if timer.epochs else None
         out.update(best_test_acc=best and best["test_acc"])
     out.update(study_pflops(cfg.model, len(splits.classes)))
     if timer.reached:
         out["compute_ratio_vs_study_final"] = round(out["study_pflops_final"] / out["pflops"], 1)
+        out["pflops"] = round(out["pflops"], 6)
 
     if out["reached"]:
         print(f"{cfg.model}: test {out['test_acc']:.2f}% > {target} after epoch {out['epoch']}: "

@@ -11,12 +11,16 @@ median of ``repeats`` timed windows. Conventions, stated once:
 - ``train_gflops``: achieved training GFLOP/s = 3 x forward MACs x 2 FLOPs per MAC x train_img_s / 1e9
   (the usual "backward costs twice the forward" convention; it counts useful model FLOPs, not
   what the kernels actually execute).
-- ``peak_mem_mb``: CUDA: ``torch.cuda.max_memory_allocated`` during the training phase (weights,
-  optimizer state, activations, the batch). CPU: growth of the process's peak resident set during the
-  training phase (Linux: the high-water mark is reset through ``/proc/self/clear_refs`` first;
-  elsewhere ``ru_maxrss``, which never goes down, so a model smaller than an earlier one can show 0).
-  ``mem_method`` names which one a row used.
-- CUDA timings use CUDA events; CPU timings ``time.perf_counter``.
+- ``peak_mem_mb``: peak memory of building the model and training it (weights, gradients, optimizer
+  state, activations; the batch too on CUDA). CUDA: ``torch.cuda.max_memory_allocated``. CPU: growth of
+  the process's peak resident set (Linux: the high-water mark is reset through ``/proc/self/clear_refs``
+  and freed heap is handed back with ``malloc_trim`` first; elsewhere ``ru_maxrss``, which never goes
+  down, so a model smaller than an earlier one can show 0). ``mem_method`` names which one a row used.
+- ``compile_s`` (with ``--compile``): the first training step, i.e. compilation plus one step.
+- CUDA timings use CUDA events (one synchronisation per window); CPU timings ``time.perf_counter``.
+  Warm-up: 10 steps on CUDA, 2 on the CPU; a window lasts about 0.5 s (CUDA) or 1 s (CPU), at least a step.
+- ``--amp`` is bf16 autocast, measured as asked even on a CPU without native bf16 (where
+  ``cifarbench train`` refuses it), so the cost is visible.
 
 A model that fails (unknown name, out of memory, an op the backend does not support) gets its
 error in the ``error`` column and the next model is measured.
@@ -29,7 +33,6 @@ import gc
 import math
 import os
 import platform
-import resource
 import statistics
 import tempfile
 import time
@@ -184,6 +187,8 @@ def _status_kb(key: str) -> int | None:
 
 
 def _maxrss_kb() -> int:
+    import resource  # POSIX only; Linux takes the /proc path first
+
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r // 1024 if platform.system() == "Darwin" else r  # macOS reports bytes
 

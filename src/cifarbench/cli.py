@@ -54,6 +54,10 @@ def cmd_data(args) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
+        total = report["rows"][-1]
+        print(f"{report['dataset']}: {total['train']:,} train / {total['val']:,} val / {total['test']:,} test images, "
+              f"{report['channels']}x{report['image_size']}x{report['image_size']}, {len(report['classes'])} classes; "
+              f"train mean {tuple(report['mean'])} std {tuple(report['std'])}")
         _print_rows(report["rows"], "table")
         for path in report.get("files", []):
             print(f"wrote {path}")
@@ -63,7 +67,15 @@ def cmd_data(args) -> int:
 def cmd_models(args) -> int:
     from cifarbench.models import list_models
 
-    for name in list_models(args.pattern):
+    if args.stems:
+        from cifarbench.models.stems import stem_docs
+
+        print(stem_docs(), end="")
+        return 0
+    names = list_models(args.pattern)
+    if not names:
+        raise CifarbenchError(f"no model matches {args.pattern!r}; try `cifarbench models` for all names")
+    for name in names:
         print(name)
     return 0
 
@@ -82,6 +94,8 @@ def cmd_select(args) -> int:
 
     rows = rank_models(max_gflops=args.max_gflops, min_acc=args.min_acc, family=args.family,
                        measure=args.measure, top=args.top)
+    if not rows:
+        raise CifarbenchError("no torchvision model with ImageNet-1K weights passes these filters")
     _print_rows(rows, args.format)
     return 0
 
@@ -249,23 +263,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("models", help="list model names")
-    p.add_argument("pattern", nargs="?", default="*")
+    p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'resnet*'")
+    p.add_argument("--stems", action="store_true", help="print what each --stem changes, per family (markdown)")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("summary", help="params, MACs, activation memory and a per-layer table")
     p.add_argument("model")
     p.add_argument("--input", type=int, default=32, help="input size in pixels")
-    p.add_argument("--stem", choices=["imagenet", "cifar", "cifar-s2"], default="imagenet")
+    p.add_argument("--stem", choices=["imagenet", "cifar", "cifar-s2"], default="imagenet",
+                   help="see `cifarbench models --stems`")
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--in-chans", type=int, default=3)
-    p.add_argument("-b", "--batch-size", type=int, default=1)
+    p.add_argument("-b", "--batch-size", type=int, default=1, help="activation memory is per batch")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("select", help="rank torchvision's ImageNet models by acc@1 / GFLOPS (the study's step 1)")
     p.add_argument("--max-gflops", type=float, default=None)
     p.add_argument("--min-acc", type=float, default=None)
-    p.add_argument("--family", default=None, help="only names starting with this, e.g. resnet")
+    p.add_argument("--family", default=None, help="only names starting with this (e.g. resnet) or matching a pattern")
     p.add_argument("--measure", type=int, default=None, metavar="PX", help="also measure MACs and params at this input size")
     p.add_argument("--top", type=int, default=None)
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
@@ -351,6 +367,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `cifarbench ... | head`: the reader left; not an error worth a traceback
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush stays quiet
+        return 0
 
 
 if __name__ == "__main__":

@@ -109,3 +109,27 @@ def evaluate(run_dir, split="test", data_dir=None, device="auto"):
     write_json(run_dir / "results.json", res)
     return {"acc": acc, "loss": 0.5, "n": 100, "per_class_acc": [acc, acc], "confusion": [[1, 0], [0, 1]],
             "classes": ["a", "b"]}
+
+
+def claim_all(url: str, name: str, barrier, queue) -> None:
+    """Claim trials of a sweep as fast as possible once every process is ready; put the numbers on ``queue``."""
+    from cifarbench.study import sweep as sw
+
+    s = sw._Sweep(url, name)
+    got = []
+    barrier.wait()
+    while True:
+        trial = s.claim()
+        if trial is None:
+            break
+        got.append(trial.number)
+    queue.put(got)
+
+
+def anonymous_worker(*args) -> None:
+    """A sweep worker that does not say which process it is, so only its heartbeat tells it is alive
+    (as for a worker on another machine)."""
+    from cifarbench.study import liveness, sweep
+
+    liveness._process_identity = lambda: None
+    sweep._worker_process(*args)

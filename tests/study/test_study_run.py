@@ -1,5 +1,4 @@
 """The study's stages with a fake engine: selection on validation, test split untouched, resume, --jobs."""
-import json
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,21 @@ def no_report(monkeypatch):
     return calls
 
 
+@pytest.fixture(autouse=True)
+def small_data(monkeypatch, tiny_splits):
+    """The data overview reads the study's dataset; here a tiny generated one stands in for shapes."""
+    import cifarbench.data
+
+    loads = []
+
+    def load_dataset(name, data_dir=None, val_size=None, seed=0, download=True):
+        loads.append((name, val_size, seed))
+        return tiny_splits
+
+    monkeypatch.setattr(cifarbench.data, "load_dataset", load_dataset)
+    return loads
+
+
 def _run(toml, out, **kw):
     return run_study(toml, output=out, train_fn=studyfakes.train, evaluate_fn=studyfakes.evaluate, **kw)
 
@@ -37,7 +51,7 @@ def test_mean_std_is_sample_std():
     assert m == 72.0 and s == pytest.approx(2.0)  # n - 1 in the denominator (population std would be 1.63)
 
 
-def test_study_selects_on_validation_and_tests_last(study_toml, fakelog, tmp_path, no_report):
+def test_study_selects_on_validation_and_tests_last(study_toml, fakelog, tmp_path, no_report, small_data):
     out = tmp_path / "study"
     res = _run(study_toml(), out)
     assert res["ok"] and res["stages"] == {"sweep": "done", "final": "done", "test": "done", "report": "done"}
@@ -68,6 +82,10 @@ def test_study_selects_on_validation_and_tests_last(study_toml, fakelog, tmp_pat
     assert r18["test"]["val_mean"] == pytest.approx(65.35)  # seeds 0 and 1: 65.0 and 65.7
     assert r18["label"] == "ResNet18" and r18["paper_test_acc"] == 71.27
 
+    assert small_data == [("shapes", None, 0)]
+    assert res["data"]["rows"][-1] == {"class": "total", "train": 256, "val": 64, "test": 64}
+    assert res["data"]["files"] == ["figures/data_distribution.png", "figures/data_samples.png"]
+    assert all((out / f).stat().st_size > 1000 for f in res["data"]["files"])
     saved = read_json(out / "study.json")
     assert saved["models"] == res["models"] and saved["config"]["name"] == "tiny"
     assert {"python", "torch", "torchvision", "device", "device_name", "threads", "hostname", "date"} <= set(saved["env"])
@@ -159,3 +177,17 @@ def test_dry_run_prints_nothing_to_run(study_toml, tmp_path, monkeypatch):
     assert res["dry_run"] and len(res["plan"]["sweep"]) == 5 and len(res["plan"]["final"]) == 2
     assert not (tmp_path / "study").exists()
     assert res["estimate"]["seconds"] > 0
+
+
+def test_a_sweep_where_every_run_fails_stops_with_the_first_error(study_toml, fakelog, tmp_path):
+    def broken(cfg, splits=None, on_epoch=None):
+        raise CifarbenchError(f"--stem {cfg.stem!r}: not built for this model")
+
+    with pytest.raises(CifarbenchError, match=r"no sweep run of resnet18, shufflenet_v2_x0_5 finished "
+                                              r"\(first error: CifarbenchError: --stem 'cifar'"):
+        run_study(study_toml(), output=tmp_path / "study", train_fn=broken, evaluate_fn=studyfakes.evaluate)
+    state = read_json(tmp_path / "study" / "study.json")
+    assert {e["state"] for e in state["models"]["resnet18"]["sweep"]} == {"failed"}
+    # the failed points are queued again by the next run, which then succeeds
+    res = _run(study_toml(), tmp_path / "study")
+    assert res["ok"] and {e["state"] for e in res["models"]["resnet18"]["sweep"]} == {"complete"}

@@ -12,6 +12,7 @@ and dataset, which also says when the image counts differ from the official 50,0
 """
 from __future__ import annotations
 
+import codecs
 import io
 import pickle
 from concurrent.futures import ThreadPoolExecutor
@@ -89,6 +90,9 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
+        # Python 3 writes bytes in protocol 2 as _codecs.encode(str, "latin1"); harmless, and
+        # it lets people (and our tests) write CIFAR-style files with pickle.dumps(protocol=2).
+        ("_codecs", "encode"): codecs.encode,
     }
 
     def find_class(self, module, name):
@@ -107,7 +111,8 @@ def _unpickle(path: Path, blob: bytes) -> dict:
         raise CifarbenchError(f"{path}: not a CIFAR pickle ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict):
         raise CifarbenchError(f"{path}: not a CIFAR pickle (holds a {type(obj).__name__}, expected a dict)")
-    return obj
+    # Python 2 wrote the keys as byte strings; accept files re-saved by Python 3 with str keys too.
+    return {k.encode("latin1") if isinstance(k, str) else k: v for k, v in obj.items()}
 
 
 def _read_batch(path: Path, blob: bytes, spec: CifarSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -138,6 +143,13 @@ def _read_classes(path: Path, blob: bytes, spec: CifarSpec) -> list[str]:
         n = len(names) if isinstance(names, list) else "no"
         raise CifarbenchError(f"{path}: expected {spec.num_classes} names under {spec.names_key.decode()!r}, found {n}")
     return [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise CifarbenchError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
 def ensure_folder(name: str, data_dir: Path, download_ok: bool = True) -> Path:
@@ -177,7 +189,7 @@ def load_cifar(name: str, data_dir: Path, download: bool = True) -> tuple[list[s
 
     # Each file is read once, then hashed and unpickled from memory. hashlib releases the GIL,
     # so the MD5s run on a second core while this thread unpickles (about 0.4 s saved of ~1 s).
-    blobs = {f: (folder / f).read_bytes() for f, _ in files}
+    blobs = {f: _read_bytes(folder / f) for f, _ in files}
     with ThreadPoolExecutor(max_workers=1) as pool:
         hashes = pool.map(lambda f: md5_bytes(blobs[f]), [f for f, _ in files])
         classes = _read_classes(folder / spec.meta_file[0], blobs[spec.meta_file[0]], spec)

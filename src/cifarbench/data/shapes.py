@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -100,6 +101,20 @@ assert len(MASKS) == len(CLASSES)
 
 
 # ------------------------------------------------------------------ rendering
+@dataclass(frozen=True)
+class Style:
+    """The knobs of the difficulty (benchmarks/shapes_difficulty.py measures the defaults)."""
+
+    radius: tuple[float, float] = (6.0, 13.0)  # circumradius in pixels
+    aspect: tuple[float, float] = (0.85, 1.15)  # horizontal stretch before rotation
+    noise: tuple[float, float] = (0.02, 0.08)  # std of the per-pixel Gaussian noise, per image
+    bg_spread: float = 0.5  # how far the background's second colour may stray from its first
+    min_contrast: float = 0.35  # shape vs background colour, max over channels
+
+
+STYLE = Style()
+
+
 def _backgrounds(n: int, g: torch.Generator) -> torch.Tensor:
     """[n, 1, S, S] mixing weights in [0, 1]: a gradient, stripes, smooth blotches or flat, per image."""
     s = SIZE
@@ -117,7 +132,12 @@ def _backgrounds(n: int, g: torch.Generator) -> torch.Tensor:
     return t.unsqueeze(1)
 
 
-def _render_chunk(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _uniform(lo_hi, *shape, g):
+    lo, hi = lo_hi
+    return lo + (hi - lo) * torch.rand(*shape, generator=g)
+
+
+def _render_chunk(seed: int, style: Style = STYLE) -> tuple[torch.Tensor, torch.Tensor]:
     """One chunk of CHUNK images (balanced classes), fully determined by ``seed``."""
     g = torch.Generator().manual_seed(seed)
     n = CHUNK
@@ -128,12 +148,12 @@ def _render_chunk(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     # Render in class-sorted order, so each class's mask works on a contiguous slice (a view,
     # no gather copies of the big grids); the images are shuffled at the end.
     labels = torch.arange(n) * len(CLASSES) // n
-    radius = 6 + 7 * rand(n, 1, 1)  # pixels, circumradius
+    radius = _uniform(style.radius, n, 1, 1, g=g)
     margin = 0.6 * radius
     cx = margin + (SIZE - 2 * margin) * rand(n, 1, 1)
     cy = margin + (SIZE - 2 * margin) * rand(n, 1, 1)
     theta = 2 * math.pi * rand(n, 1, 1)
-    aspect = 0.85 + 0.3 * rand(n, 1, 1)
+    aspect = _uniform(style.aspect, n, 1, 1, g=g)
     cos, sin = torch.cos(theta) / radius, torch.sin(theta) / radius
 
     # Supersampled pixel-centre grid, in pixels of the final image.
@@ -152,22 +172,22 @@ def _render_chunk(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     # (a shape the colour of its background would be unlearnable noise, not difficulty).
     fg = rand(n, 3, 1, 1)
     bg1 = rand(n, 3, 1, 1)
-    too_close = (fg - bg1).abs().amax(dim=1, keepdim=True) < 0.35
+    too_close = (fg - bg1).abs().amax(dim=1, keepdim=True) < style.min_contrast
     bg1 = torch.where(too_close, torch.remainder(fg + 0.5, 1.0), bg1)
-    bg2 = (bg1 + 0.5 * (rand(n, 3, 1, 1) - 0.5)).clamp(0, 1)
+    bg2 = (bg1 + style.bg_spread * (rand(n, 3, 1, 1) - 0.5)).clamp(0, 1)
     background = bg1 + _backgrounds(n, g) * (bg2 - bg1)
 
     img = background * (1 - alpha) + fg * alpha
-    img = img + (0.02 + 0.06 * rand(n, 1, 1, 1)) * torch.randn(n, 3, SIZE, SIZE, generator=g)
+    img = img + _uniform(style.noise, n, 1, 1, 1, g=g) * torch.randn(n, 3, SIZE, SIZE, generator=g)
     images = img.clamp_(0, 1).mul_(255).round_().to(torch.uint8)
     order = torch.randperm(n, generator=g)
     return images[order], labels[order]
 
 
-def generate(n: int, split: str = "train", seed: int = DATA_SEED) -> ImageSet:
+def generate(n: int, split: str = "train", seed: int = DATA_SEED, style: Style = STYLE) -> ImageSet:
     """``n`` images of ``split`` ("train" or "test"; disjoint seed streams)."""
     stream = {"train": 0, "test": 1}[split]
-    chunks = [_render_chunk((seed * 2 + stream) * 1_000_003 + i) for i in range(math.ceil(n / CHUNK))]
+    chunks = [_render_chunk((seed * 2 + stream) * 1_000_003 + i, style) for i in range(math.ceil(n / CHUNK))]
     images = torch.cat([c[0] for c in chunks])[:n].contiguous()
     labels = torch.cat([c[1] for c in chunks])[:n].contiguous()
     return ImageSet(images, labels)
@@ -186,9 +206,9 @@ def _one_thread():
 
 
 @lru_cache(maxsize=2)
-def _generate_cached(n_train: int, n_test: int, seed: int) -> tuple[ImageSet, ImageSet]:
+def _generate_cached(n_train: int, n_test: int, seed: int, style: Style) -> tuple[ImageSet, ImageSet]:
     with _one_thread():
-        return generate(n_train, "train", seed), generate(n_test, "test", seed)
+        return generate(n_train, "train", seed, style), generate(n_test, "test", seed, style)
 
 
 def load_shapes(n_train: int = N_TRAIN, n_test: int = N_TEST, seed: int = DATA_SEED,
@@ -200,7 +220,7 @@ def load_shapes(n_train: int = N_TRAIN, n_test: int = N_TEST, seed: int = DATA_S
         train = ImageSet(torch.from_numpy(arrays["train_x"]), torch.from_numpy(arrays["train_y"]))
         test = ImageSet(torch.from_numpy(arrays["test_x"]), torch.from_numpy(arrays["test_y"]))
     else:
-        train, test = _generate_cached(n_train, n_test, seed)
+        train, test = _generate_cached(n_train, n_test, seed, STYLE)
         if cache is not None:
             save_npz(cache, train_x=train.images.numpy(), train_y=train.labels.numpy(),
                      test_x=test.images.numpy(), test_y=test.labels.numpy())

@@ -16,12 +16,12 @@ from cifarbench.config import TrainConfig
 # eager fp32 -> lever, median of 3 interleaved windows (benchmarks/cpu_levers.py):
 CPU_TABLE: dict[str, dict] = {
     # resnet18 stem cifar: bf16 autocast 35 -> 81 img/s (2.3x); channels_last adds nothing measurable.
-    "resnet": {"amp": True},
+    "resnet": {"amp": True, "channels_last": True},
     # mobilenet_v2_x0_5 stem cifar: bf16 autocast 105 -> 227 img/s (2.2x).
-    "mobilenet": {"amp": True},
+    "mobilenet_v2": {"amp": True, "channels_last": True},
     # shufflenet_v2_x0_5 stem cifar: bf16 is *slower* (583 -> 517 img/s: depthwise convs and channel
     # shuffles gain nothing from bf16 matmuls and pay the casts); channels_last is the lever.
-    "shufflenet": {"channels_last": True},
+    "shufflenet_v2": {"channels_last": True},
 }
 # A family not in the table: channels_last is the one lever that never lost in our measurements.
 CPU_DEFAULT: dict = {"channels_last": True}
@@ -36,12 +36,10 @@ CUDA_DEFAULT: dict = {"amp": True, "channels_last": True}
 
 
 def model_family(name: str) -> str:
-    """``resnet18`` -> ``resnet``, ``mobilenet_v2_x0_5`` -> ``mobilenet``, ``shufflenet_v2_x0_5`` -> ``shufflenet``."""
-    name = name.lower()
-    for family in ("resnet", "mobilenet", "shufflenet"):
-        if name.startswith(family) or name.startswith("wide_" + family):
-            return family
-    return name.split("_")[0].rstrip("0123456789")
+    """The registry's family of a model name (``resnet``, ``mobilenet_v2``, ``shufflenet_v2``, ...)."""
+    from cifarbench.models.registry import model_family as family
+
+    return family(name)
 
 
 def fast_settings(model: str, device_type: str, cpu_bf16: bool | None = None) -> dict:

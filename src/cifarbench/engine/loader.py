@@ -79,11 +79,8 @@ class DeviceLoader:
                 idx = perm[lo:lo + b]
                 x = self._augment(self.images[idx], flip[idx], offs[:, idx])
             else:
-                idx = torch.arange(lo, min(lo + b, n), device=self.device)
-                if len(idx) == 0:
-                    # an uneven last global batch leaves this rank nothing; yield an empty batch so
-                    # that every rank runs the same number of steps (collectives stay matched)
-                    idx = idx[:0]
+                # an uneven last global batch may leave this rank nothing: it gets an empty batch
+                idx = torch.arange(min(lo, n), min(lo + b, n), device=self.device)
                 x = self.images[idx]
             yield self._to_float(x), self.labels[idx]
 

@@ -211,6 +211,8 @@ def train(cfg: TrainConfig, splits=None, on_epoch=None) -> dict:
         log.info(f"{out}: already {finished['status']}; nothing to do")
         return finished
     distributed.init(ctx, device)
+    if not ctx.is_main:
+        log.set_quiet(True)  # one voice: rank 0 prints, writes files and draws the progress bar
     try:
         return _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch)
     finally:
@@ -330,7 +332,9 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
                                   + (f" -c {out / 'config.json'}" if cfg.output is None else ""))
             sums = ctx.all_reduce_sum(r["sums"].clone())
             loss_sum, correct, count = sums.tolist()
-            val = (evaluate(train_model, val_loader, eval_criterion, splits.num_classes, amp=cfg.amp, ctx=ctx)
+            # the bare model, not the DDP wrapper: its forward would broadcast buffers, and ranks
+            # may hold different numbers of validation images
+            val = (evaluate(model, val_loader, eval_criterion, splits.num_classes, amp=cfg.amp, ctx=ctx)
                    if len(splits.val) else None)
             row = {"epoch": epoch + 1, "train_loss": round(loss_sum / count, 5), "train_acc": round(100 * correct / count, 3),
                    "val_loss": round(val["loss"], 5) if val else None, "val_acc": round(val["acc"], 3) if val else None,

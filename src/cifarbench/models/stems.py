@@ -12,7 +12,7 @@ torchvision's (0.19 to 0.29 share them); tests/models/test_stems.py checks every
 |---|---|---|---|
 | `imagenet` | 4 | 8x8 | 1x1 (torchvision's architecture, unchanged) |
 | `cifar` | 1 | 32x32 | 4x4 (the standard CIFAR adaptation, as in kuangliu/pytorch-cifar) |
-| `cifar-s2` | 2 | 16x16 | 2x2 (a cheaper middle ground for CPUs: about 4x fewer MACs than `cifar`) |
+| `cifar-s2` | 2 | 16x16 | 2x2 (a cheaper middle ground for CPUs: 3.4x to 4x fewer MACs than `cifar`) |
 
 | family | models | `cifar` | `cifar-s2` |
 |---|---|---|---|
@@ -39,13 +39,13 @@ Notes:
   these need at least: `alexnet` 63 px, `inception_v3` 75, `vgg*` and `convnext_*` 32,
   `densenet*` 29, `squeezenet1_0` 21, `squeezenet1_1` 17, `googlenet` 15, `swin_*` 4; DenseNet
   needs 8 px with `cifar` and 15 with `cifar-s2`. Everything else accepts any size.
-- Measured MACs per 32 px image, 10 classes (`cifarbench summary MODEL --stem STEM`):
+- Measured MACs per 32 px image, 10 classes (`cifarbench summary MODEL --stem STEM`, torch 2.14):
 
-  | model | `imagenet` | `cifar-s2` | `cifar` |
-  |---|---|---|---|
-  | resnet18 | 0.037 G | 0.142 G | 0.556 G |
-  | mobilenet_v2_x0_5 | 0.0021 G | 0.0078 G | 0.028 G |
-  | shufflenet_v2_x0_5 | 0.0027 G | 0.0107 G | 0.042 G |
+  | model | params (`cifar`) | `imagenet` | `cifar-s2` | `cifar` |
+  |---|---|---|---|---|
+  | resnet18 | 11,173,962 | 0.0370 G | 0.140 G | 0.555 G |
+  | mobilenet_v2_x0_5 | 700,490 | 0.00197 G | 0.00784 G | 0.0280 G |
+  | shufflenet_v2_x0_5 | 352,042 | 0.00082 G | 0.00323 G | 0.0109 G |
 <!-- /stem-docs -->
 """
 from __future__ import annotations
@@ -56,8 +56,7 @@ import math
 from torch import nn
 
 from cifarbench.errors import CifarbenchError
-
-STEMS = ("imagenet", "cifar", "cifar-s2")
+from cifarbench.models import STEMS  # one definition, importable without torch
 
 # family -> fnmatch patterns of model names (torchvision builders and our variants)
 FAMILIES = {

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import shutil
 import statistics
 from pathlib import Path
 from typing import Any, Callable
@@ -29,7 +28,7 @@ from cifarbench.config import TrainConfig, read_json, write_json
 from cifarbench.errors import CifarbenchError
 from cifarbench.study import sweep as sw
 from cifarbench.study.jobs import device_slots, run_side_by_side
-from cifarbench.study.spec import StudySpec, load_spec, params_of
+from cifarbench.study.spec import StudySpec, load_spec
 
 STAGES = ("sweep", "final", "test", "report")
 
@@ -87,11 +86,8 @@ class StudyState:
                                              "winner": None, "finals": [], "test": None} for m in spec.models}}
         (study_dir / "figures").mkdir(exist_ok=True)
         toml = study_dir / "study.toml"
-        if not toml.exists():
-            if spec.text:
-                toml.write_text(spec.text)
-            else:
-                shutil.copyfile(spec.source, toml)
+        if not toml.exists() and spec.text:
+            toml.write_text(spec.text)  # the file as written, comments included
 
     def stage(self, name: str, value: str) -> None:
         self.data["stages"][name] = value
@@ -123,24 +119,29 @@ def _environment(device: str | None, jobs: int) -> dict[str, Any]:
 
 
 def _data_overview(spec: StudySpec, study_dir: Path, data_dir: str | None) -> dict[str, Any] | None:
-    """Counts per class and split, plus the class-distribution chart and the sample grid (stage 0)."""
+    """Images per class and split, the class-distribution chart and the sample grid, before any training.
+
+    Loading the data here also makes a missing or broken dataset fail now, not after the sweep.
+    The test column counts labels only; no model ever sees a test image before stage 3.
+    """
     try:
-        from cifarbench.data.inspect import inspect_dataset
+        from cifarbench.data import load_dataset
+        from cifarbench.data.inspect import count_rows, plot_class_distribution, plot_samples
     except ImportError as e:
-        log.warn(f"no data overview: cifarbench.data.inspect is unavailable ({e})")
+        log.warn(f"no data overview: {e}")
         return None
+    cfg = spec.run_config(spec.models[0], "final", data_dir=data_dir)
+    splits = load_dataset(spec.dataset, data_dir=data_dir, val_size=cfg.val_size, seed=0)  # the engine's split seed
+    out = {"rows": count_rows(splits), "classes": list(splits.classes), "image_size": splits.image_size,
+           "channels": splits.channels, "files": []}
+    figures = study_dir / "figures"
     try:
-        cfg = spec.run_config(spec.models[0], "final", data_dir=data_dir)
-        report = inspect_dataset(spec.dataset, data_dir=data_dir, output=str(study_dir / "figures"),
-                                 val_size=cfg.val_size, seed=cfg.seed)
-    except CifarbenchError:
-        raise  # the data is missing or broken: better now than after the sweep
-    except Exception as e:
-        log.warn(f"no data overview: {type(e).__name__}: {e}")
-        return None
-    return {"rows": report.get("rows", []),
-            "files": [str(Path(f).resolve().relative_to(study_dir)) if Path(f).resolve().is_relative_to(study_dir) else str(f)
-                      for f in report.get("files", [])]}
+        for plot, name in ((plot_class_distribution, "data_distribution.png"), (plot_samples, "data_samples.png")):
+            plot(splits, figures / name)
+            out["files"].append(f"figures/{name}")
+    except Exception as e:  # a plot is not worth stopping a study for
+        log.warn(f"data figures not written ({type(e).__name__}: {e})")
+    return out
 
 
 def _check_models(spec: StudySpec) -> None:
@@ -172,8 +173,10 @@ def _stage_sweep(state: StudyState, storage: str, jobs: int, data_dir, device, t
         state.save()
     missing = [m.name for m in spec.models if not state.model(m.name)["winner"]]
     if missing:
-        raise CifarbenchError(f"{state.dir}: no sweep run of {', '.join(missing)} finished (see study.json); "
-                              "fix the cause and rerun to retry the failed points")
+        errors = [e["error"] for m in missing for e in state.model(m)["sweep"] if e.get("error")]
+        raise CifarbenchError(f"{state.dir}: no sweep run of {', '.join(missing)} finished"
+                              + (f" (first error: {errors[0]})" if errors else "")
+                              + "; fix the cause and rerun to retry the failed points")
     state.stage("sweep", "done")
 
 
@@ -182,7 +185,7 @@ def _winner_params(state: StudyState, model: str) -> dict[str, Any]:
     for e in m["sweep"]:
         if e["name"] == m["winner"]:
             return dict(e["params"])
-    return params_of({})
+    raise CifarbenchError(f"{state.path}: {model} has no sweep winner; rerun the study to finish its sweep")
 
 
 def _stage_final(state: StudyState, jobs: int, data_dir, device, train_fn) -> None:
@@ -212,7 +215,7 @@ def _stage_final(state: StudyState, jobs: int, data_dir, device, train_fn) -> No
     for (model, seed), res, err in run_side_by_side(train_fn or _final_train, todo, device_slots(jobs, device)):
         entry = next(e for e in state.model(model)["finals"] if e["seed"] == seed)
         if err is not None:
-            if sw._is_interrupt(err):
+            if sw.is_interrupt(err):
                 raise err
             entry.update(state="failed", error=f"{type(err).__name__}: {err}")
             log.warn(f"final {model} seed {seed} failed: {err}")
@@ -293,7 +296,7 @@ def run_study(config_or_preset: str | Path, output: str | Path | None = None, da
     study_dir = Path(output or Path("studies") / spec.name).resolve()
     state = StudyState(study_dir, spec)
     storage = storage or sw.default_storage(study_dir)
-    state.data["storage"] = sw._redact(storage)
+    state.data["storage"] = sw.redact(storage)
     state.data["env"] = _environment(device, jobs)
     log.info(f"study {spec.name} in {study_dir} ({', '.join(f'{s} {v}' for s, v in state.data['stages'].items())})")
     if spec.target == "gpu" and state.data["env"].get("device", "cpu").startswith("cpu"):

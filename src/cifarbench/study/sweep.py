@@ -4,9 +4,7 @@ This is the only sweep implementation: ``cifarbench study`` runs its stage 1 thr
 workers in-process or as local processes), ``cifarbench sweep`` creates the Optuna studies and starts N
 local workers, and ``cifarbench worker`` joins from anywhere that reaches the storage.
 
-Storage URLs: ``sqlite:///PATH`` (the default, STUDY/optuna.db), ``postgresql://...``, ``mysql://...``
-(SQLAlchemy URLs, Optuna's RDBStorage) or ``journal:PATH`` (Optuna's JournalStorage on a file, for a
-shared filesystem).
+Storages: see ``storage.py`` (SQLite by default, PostgreSQL, MySQL, a journal file).
 
 Exactly once. Optuna's GridSampler does not promise it: its docs say that with concurrent workers
 "different workers will occasionally suggest the same parameter configuration". So a grid is not
@@ -21,31 +19,29 @@ that still finds its point taken (two coordinators enqueueing at once) is failed
 it trains. Search spaces (sampler "tpe") create trials with ``study.ask`` (Optuna's default sampler,
 TPE) up to ``n_trials``.
 
-A worker that dies. Its trial stays RUNNING. Each running trial sends a heartbeat (Optuna's own for
-RDB storages, which compares database time; a ``heartbeat`` user attr for the journal, which has
-none). Any worker, when it starts and between trials, fails the trials whose heartbeat is older than
-``grace_period`` and re-queues them as WAITING with the same params (Optuna's
-RetryHeartbeatStaleTrialCallback), so the point is claimed again and its run resumes from the dead
-worker's last checkpoint (the run folder is the same: it is named after the grid point). An
-interrupted run (Ctrl-C, SIGTERM) is failed and re-queued at once. Workers wait while other workers'
-trials are running, so a surviving worker picks up a dead one's trial.
+A worker that dies. Its trial is failed and re-queued by the next worker that looks (``liveness.py``:
+heartbeats, or at once when the dead worker ran on the same machine), so the point is claimed again
+and its run resumes from the dead worker's last checkpoint (the run folder is the same: it is named
+after the grid point). An interrupted run (Ctrl-C, SIGTERM) is failed and re-queued at once. Workers
+wait while other workers' trials are running, so a surviving worker picks up a dead one's trial.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import random
-import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 from cifarbench import log
 from cifarbench.errors import CifarbenchError
 from cifarbench.study.jobs import Slot, apply_slot, device_slots, spawn_context
+from cifarbench.study.liveness import Liveness
 from cifarbench.study.spec import StudySpec, load_spec, params_of, parse_spec
+from cifarbench.study.storage import (claim_lock, default_storage, open_storage, optuna_module as _optuna, redact,
+                                      retrying)
+
+__all__ = ["create_sweeps", "run_worker", "start_workers", "run_workers", "run_sweep", "sweep_entries",
+           "select_winner", "study_name", "open_storage", "default_storage"]
 
 ATTR = "cifarbench"          # study user attr holding the spec, so a bare worker knows what to run
 DEFAULT_HEARTBEAT = 10       # seconds between heartbeats of a running trial
@@ -53,113 +49,8 @@ DEFAULT_GRACE = 60           # a RUNNING trial with no heartbeat for this long b
 STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "pending"}
 
 
-def _optuna():
-    try:
-        import optuna
-    except ImportError:
-        raise CifarbenchError("sweeps need Optuna: pip install 'cifarbench[sweep]'") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own log says what happens, once
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", message=".*Heartbeat of storage is supposed to be used with Study.optimize.*")
-    return optuna
-
-
-def default_storage(study_dir: str | Path) -> str:
-    return f"sqlite:///{Path(study_dir).resolve() / 'optuna.db'}"
-
-
 def study_name(spec: StudySpec, model: str) -> str:
     return f"{spec.name}/{model}"
-
-
-# ---------------------------------------------------------------- storage
-def _retry_callback(max_retry: int | None):
-    s = _optuna().storages
-    cls = getattr(s, "RetryHeartbeatStaleTrialCallback", None) or s.RetryFailedTrialCallback  # renamed in 4.9
-    return cls(max_retry=max_retry)
-
-
-_storages: dict[tuple, Any] = {}
-
-
-def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None,
-                 max_retry: int | None = 3):
-    """The Optuna storage object for a URL; with a heartbeat when ``heartbeat_interval`` is set.
-
-    Opened once per process and settings: an RDBStorage checks its schema on every open (~0.4 s).
-    """
-    key = (url, heartbeat_interval, grace_period, max_retry)
-    if key not in _storages:
-        _storages[key] = _open_storage(url, heartbeat_interval, grace_period, max_retry)
-    return _storages[key]
-
-
-def _open_storage(url: str, heartbeat_interval, grace_period, max_retry):
-    optuna = _optuna()
-    if url.startswith("journal:"):
-        path = url[len("journal:"):]
-        if path.startswith("//"):
-            path = path[2:]
-        journal = getattr(optuna.storages, "journal", None)
-        backend_cls = getattr(journal, "JournalFileBackend", None) if journal else None
-        backend = backend_cls(path) if backend_cls else optuna.storages.JournalFileStorage(path)  # optuna < 4
-        return optuna.storages.JournalStorage(backend)
-    if "://" not in url:
-        raise CifarbenchError(f"--storage {url!r}: expected sqlite:///PATH, postgresql://..., mysql://... or journal:PATH")
-    kwargs: dict[str, Any] = {}
-    if heartbeat_interval:
-        kwargs = dict(heartbeat_interval=heartbeat_interval, grace_period=grace_period)
-    try:
-        if heartbeat_interval:
-            try:
-                return optuna.storages.RDBStorage(url, **kwargs, heartbeat_stale_trial_callback=_retry_callback(max_retry))
-            except TypeError:  # optuna < 4.9 names it failed_trial_callback
-                return optuna.storages.RDBStorage(url, **kwargs, failed_trial_callback=_retry_callback(max_retry))
-        return optuna.storages.RDBStorage(url)
-    except ImportError as e:
-        raise CifarbenchError(f"--storage {url.split('://')[0]}://...: database driver missing ({e})") from None
-    except Exception as e:  # SQLAlchemy connection/URL errors, in one line
-        raise CifarbenchError(f"--storage {_redact(url)}: cannot open ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-
-
-def _redact(url: str) -> str:
-    """The URL without a password, for error messages."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':')[0]}:***@{host}" if ":" in creds else url
-    return url
-
-
-@contextlib.contextmanager
-def _claim_lock(url: str):
-    """An exclusive file lock around claims on SQLite (see the module docstring); nothing elsewhere."""
-    if not url.startswith("sqlite:///") or ":memory:" in url:
-        yield
-        return
-    try:
-        import fcntl
-    except ImportError:  # Windows: one worker per SQLite file is the safe use there
-        yield
-        return
-    with open(url[len("sqlite:///"):] + ".lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _retrying(fn: Callable, *args, tries: int = 8, **kwargs):
-    """Call a storage operation again when the database is momentarily busy (SQLite under several writers)."""
-    optuna = _optuna()
-    for i in range(tries):
-        try:
-            return fn(*args, **kwargs)
-        except optuna.exceptions.StorageInternalError:
-            if i == tries - 1:
-                raise
-            time.sleep(random.uniform(0.05, 0.3) * (i + 1))
 
 
 # ---------------------------------------------------------------- creating the sweeps
@@ -218,17 +109,17 @@ def create_sweeps(spec: StudySpec, storage_url: str, study_dir: str | Path) -> l
     names = []
     for m in spec.models:
         name = study_name(spec, m.name)
-        study = _retrying(optuna.create_study, study_name=name, storage=storage, direction="maximize",
-                          load_if_exists=True, sampler=_sampler(spec), pruner=_pruner(spec))
+        study = retrying(optuna.create_study, study_name=name, storage=storage, direction="maximize",
+                         load_if_exists=True, sampler=_sampler(spec), pruner=_pruner(spec))
         mine = _spec_attr(spec, m.name, Path(study_dir))
         theirs = study.user_attrs.get(ATTR)
         if theirs is None:
             study.set_user_attr(ATTR, mine)
         elif theirs["spec"] != mine["spec"]:
-            raise CifarbenchError(f"--storage {_redact(storage_url)}: study {name!r} exists with a different config; "
+            raise CifarbenchError(f"--storage {redact(storage_url)}: study {name!r} exists with a different config; "
                                   "use another study name, storage or study folder")
         if spec.sampler == "grid":
-            with _claim_lock(storage_url):
+            with claim_lock(storage_url):
                 live = {t.user_attrs.get("point") for t in study.get_trials(deepcopy=False)
                         if t.state.name in ("WAITING", "RUNNING", "COMPLETE", "PRUNED")}
                 for i, point in enumerate(m.grid):
@@ -238,63 +129,7 @@ def create_sweeps(spec: StudySpec, storage_url: str, study_dir: str | Path) -> l
     return names
 
 
-# ---------------------------------------------------------------- the worker
-class _Liveness:
-    """Heartbeats of running trials and the reaping of dead workers' trials (see the module docstring)."""
-
-    def __init__(self, storage, grace_period: int, max_retry: int | None):
-        optuna = _optuna()
-        self.storage = storage
-        self.rdb = isinstance(storage, optuna.storages.RDBStorage)
-        self.grace = grace_period
-        self.retry = _retry_callback(max_retry)
-
-    def beat(self, trial_id: int) -> None:
-        if self.rdb:
-            self.storage.record_heartbeat(trial_id)
-        else:
-            self.storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
-
-    def reap(self, study) -> None:
-        optuna = _optuna()
-        if self.rdb:
-            optuna.storages.fail_stale_trials(study)  # fails them and runs the re-queueing callback
-            return
-        now = time.time()
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            beat = t.user_attrs.get("heartbeat")
-            if beat is None or now - beat <= self.grace:
-                continue
-            try:
-                if self.storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL):
-                    log.warn(f"{study.study_name}: trial {t.number} has had no heartbeat for {now - beat:.0f} s; re-queued")
-                    self.retry(study, self.storage.get_trial(t._trial_id))
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass  # another worker reaped it first
-
-    @contextlib.contextmanager
-    def running(self, trial_id: int, interval: float):
-        """Beat now and then every ``interval`` seconds until the block ends."""
-        _retrying(self.beat, trial_id)
-        stop = threading.Event()
-
-        def loop():
-            while not stop.wait(interval):
-                try:
-                    self.beat(trial_id)
-                except Exception as e:  # a missed beat is harmless; the grace period covers several
-                    log.warn(f"heartbeat of trial {trial_id} failed: {type(e).__name__}")
-
-        thread = threading.Thread(target=loop, name=f"heartbeat-{trial_id}", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
-
-
-def _is_interrupt(e: BaseException) -> bool:
+def is_interrupt(e: BaseException) -> bool:
     if isinstance(e, (KeyboardInterrupt, SystemExit)):
         return True
     try:
@@ -313,7 +148,7 @@ class _Sweep:
         try:
             attrs = optuna.load_study(study_name=name, storage=plain).user_attrs.get(ATTR)
         except KeyError:
-            raise CifarbenchError(f"--study {name!r}: no such study in {_redact(storage_url)}") from None
+            raise CifarbenchError(f"--study {name!r}: no such study in {redact(storage_url)}") from None
         if not attrs:
             raise CifarbenchError(f"--study {name!r}: not a cifarbench sweep (no {ATTR!r} attribute)")
         self.url, self.name = storage_url, name
@@ -325,7 +160,7 @@ class _Sweep:
         grace = int(sw.get("grace_period", DEFAULT_GRACE))
         max_retry = int(sw.get("max_retry", 3))
         self.storage = open_storage(storage_url, self.interval, grace, max_retry)
-        self.live = _Liveness(self.storage, grace, max_retry)
+        self.live = Liveness(self.storage, grace, max_retry)
         self.study = optuna.load_study(study_name=name, storage=self.storage,
                                        sampler=_sampler(self.spec), pruner=_pruner(self.spec))
 
@@ -336,13 +171,15 @@ class _Sweep:
     def claim(self):
         """The next trial for this worker, or None when no trial is waiting (and, for a search, the budget is spent)."""
         optuna = _optuna()
-        with _claim_lock(self.url):
+        with claim_lock(self.url):
             self.live.reap(self.study)
             for t in self.states("WAITING"):
                 try:
                     # _trial_id: the storage key; the same call Study.ask makes to pop its queue
                     if self.storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.RUNNING):
-                        return optuna.trial.Trial(self.study, t._trial_id)
+                        trial = optuna.trial.Trial(self.study, t._trial_id)
+                        self.live.claimed(trial)
+                        return trial
                 except optuna.exceptions.UpdateFinishedTrialError:
                     continue
             if self.spec.sampler == "tpe":
@@ -350,14 +187,16 @@ class _Sweep:
                 used = [t for t in self.study.get_trials(deepcopy=False)
                         if t.state.name != "FAIL" or t.number not in retried]
                 if len(used) < int(self.spec.sweep.get("n_trials", 0)):
-                    return self.study.ask()
+                    trial = self.study.ask()
+                    self.live.claimed(trial)
+                    return trial
         return None
 
     def next_trial(self, poll: float):
         """Claim a trial; while none is waiting but others run, wait (a dead worker's trial gets re-queued)."""
         said = False
         while True:
-            trial = _retrying(self.claim)
+            trial = retrying(self.claim)
             if trial is not None:
                 return trial
             running = self.states("RUNNING")
@@ -384,7 +223,7 @@ class _Sweep:
             else:
                 params[k] = trial.suggest_float(k, float(v["low"]), float(v["high"]), log=bool(v.get("log")))
         # A re-queued trial keeps its first number in the folder name, so it resumes that run.
-        origin = trial.system_attrs.get("failed_trial", trial.number)
+        origin = self.storage.get_trial(trial._trial_id).system_attrs.get("failed_trial", trial.number)
         return f"trial{origin:03d}", params
 
     def duplicate_of(self, trial, point: int) -> int | None:
@@ -395,6 +234,16 @@ class _Sweep:
 
     def run(self, trial, output: Path, data_dir: str | None, slot: Slot | None, train_fn: Callable) -> str:
         """Train one trial's run and tell Optuna how it ended; returns its state."""
+        optuna = _optuna()
+        try:
+            return self._run(trial, output, data_dir, slot, train_fn)
+        except optuna.exceptions.UpdateFinishedTrialError as e:
+            # Another worker declared this one dead (no heartbeat for grace_period) and re-queued the
+            # trial; the copy resumes the run from its checkpoint.
+            log.warn(f"{self.name}: trial {trial.number} was taken over by another worker ({e})")
+            return "failed"
+
+    def _run(self, trial, output: Path, data_dir: str | None, slot: Slot | None, train_fn: Callable) -> str:
         optuna = _optuna()
         TS = optuna.trial.TrialState
         name, params = self.params(trial)
@@ -415,17 +264,20 @@ class _Sweep:
             val = metrics.get("val_acc")
             if val is None:
                 return False
-            _retrying(trial.report, float(val), int(epoch))
-            return bool(_retrying(trial.should_prune))
+            retrying(trial.report, float(val), int(epoch))
+            return bool(retrying(trial.should_prune))
 
         log.info(f"{self.name}: trial {trial.number} -> {rel}")
         try:
-            with self.live.running(trial._trial_id, self.interval):
+            with self.live.running(trial, self.interval):
                 res = train_fn(cfg, on_epoch=on_epoch)
         except BaseException as e:
-            self._end(trial, TS.FAIL, error=f"{type(e).__name__}: {e}")
-            if _is_interrupt(e):
-                self.live.retry(self.study, self.storage.get_trial(trial._trial_id))  # resume it on the next start
+            if isinstance(e, optuna.exceptions.UpdateFinishedTrialError):
+                raise  # taken over (see run)
+            recorded = self._end(trial, TS.FAIL, error=f"{type(e).__name__}: {e}")
+            if is_interrupt(e):
+                if recorded:  # resume it on the next start (unless a reaper has re-queued it already)
+                    self.live.retry(self.study, self.storage.get_trial(trial._trial_id))
                 raise
             log.warn(f"{self.name}: trial {trial.number} ({name}) failed: {e}")
             return "failed"
@@ -439,19 +291,22 @@ class _Sweep:
         self._end(trial, TS.FAIL, status=status, val_acc=val)
         return "failed"
 
-    def _end(self, trial, state, value: float | None = None, **attrs) -> None:
+    def _end(self, trial, state, value: float | None = None, **attrs) -> bool:
+        """Record how a trial ended; False if it could not be (another worker took it over)."""
         optuna = _optuna()
         try:
             for k, v in attrs.items():
-                _retrying(trial.set_user_attr, k, v)
+                retrying(trial.set_user_attr, k, v)
             if value is None:
-                _retrying(self.study.tell, trial, state=state)
+                retrying(self.study.tell, trial, state=state)
             else:
-                _retrying(self.study.tell, trial, value, state=state)
+                retrying(self.study.tell, trial, value, state=state)
         except (optuna.exceptions.UpdateFinishedTrialError, ValueError, RuntimeError) as e:
             # Reaped while still alive (no heartbeat for grace_period): the re-queued trial finds the
             # finished run folder and records it.
             log.warn(f"{self.name}: could not record trial {trial.number} ({type(e).__name__}: {e})")
+            return False
+        return True
 
 
 def _default_train(cfg, on_epoch=None):
@@ -463,12 +318,12 @@ def _default_train(cfg, on_epoch=None):
 def _study_names(storage_url: str, name: str) -> list[str]:
     """NAME itself, or every model's study of the study NAME (NAME/<model>)."""
     optuna = _optuna()
-    names = _retrying(optuna.study.get_all_study_names, open_storage(storage_url))
+    names = retrying(optuna.study.get_all_study_names, open_storage(storage_url))
     if name in names:
         return [name]
     mine = [n for n in names if n.startswith(name + "/")]
     if not mine:
-        raise CifarbenchError(f"--study {name!r}: no such study in {_redact(storage_url)} "
+        raise CifarbenchError(f"--study {name!r}: no such study in {redact(storage_url)} "
                               f"(have: {', '.join(names) or 'none'})")
     return mine
 
@@ -610,8 +465,8 @@ def run_sweep(config: str, storage: str | None = None, workers: int = 1, output:
     study_dir.mkdir(parents=True, exist_ok=True)
     storage = storage or default_storage(study_dir)
     names = create_sweeps(spec, storage, study_dir)
-    log.info(f"sweep {spec.name}: {len(names)} Optuna studies on {_redact(storage)}: {', '.join(names)}; "
-             f"join with: cifarbench worker --storage {_redact(storage)} --study {spec.name}")
+    log.info(f"sweep {spec.name}: {len(names)} Optuna studies on {redact(storage)}: {', '.join(names)}; "
+             f"join with: cifarbench worker --storage {redact(storage)} --study {spec.name}")
     run_workers(storage, names, workers, output=str(study_dir), data_dir=data_dir, device=device,
                 train_fn=train_fn, poll=poll)
     results = {m.name: sweep_entries(storage, spec, m.name, study_dir) for m in spec.models}

@@ -1,0 +1,72 @@
+"""`cifarbench study --dry-run`: every run with its hyperparameters, and a measured time estimate."""
+import re
+
+import pytest
+
+from cifarbench.cli import main
+from cifarbench.study import load_spec, plan_study
+from cifarbench.study.plan import format_duration, plan
+
+
+def test_paper_dry_run_prints_the_studys_9_sweeps_and_3_finals(capsys, monkeypatch, tmp_path):
+    import cifarbench.study.plan as plan_mod
+
+    measured = []
+
+    def steps_per_image(model, stem, resolution, *a, **k):
+        measured.append((model, stem, resolution))
+        return 0.05  # 20 img/s: the real measurement is tested below, on small inputs
+
+    monkeypatch.setattr(plan_mod, "_steps_per_image", steps_per_image)
+    monkeypatch.chdir(tmp_path)
+    assert main(["study", "--preset", "paper", "--dry-run", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert not (tmp_path / "studies").exists()  # a dry run writes nothing
+    sweep = out.split("sweep runs (9):")[1].split("final runs (3):")[0]
+    final = out.split("final runs (3):")[1].split("estimated time")[0]
+    rows = [line.split() for line in sweep.splitlines() if line.startswith(("resnet18", "mobilenet", "shufflenet"))]
+    assert len(rows) == 9
+    header = sweep.strip().splitlines()[0].split()
+    got = [{h: v for h, v in zip(header, r)} for r in rows]
+    expect = [("resnet18", "sgd", "0.001", "0"), ("resnet18", "momentum", "0.0001", "0.9"), ("resnet18", "adam", "1e-06", None),
+              ("mobilenet_v2_x0_5", "sgd", "0.001", "0"), ("mobilenet_v2_x0_5", "momentum", "0.0001", "0.9"),
+              ("mobilenet_v2_x0_5", "adam", "1e-06", None),
+              ("shufflenet_v2_x0_5", "sgd", "0.01", "0"), ("shufflenet_v2_x0_5", "momentum", "0.001", "0.5"),
+              ("shufflenet_v2_x0_5", "adam", "0.0001", None)]
+    for g, (model, opt, lr, momentum) in zip(got, expect):
+        assert (g["model"], g["opt"], g["lr"]) == (model, opt, lr)
+        if momentum is not None:
+            assert g["momentum"] == momentum
+        assert "1e-06" in " ".join(g.values()) and "plateau" in g.values() and "imagenet" in g.values()
+        assert "224" in g.values() and "30" in g.values()
+    finals = [line.split() for line in final.splitlines() if line.startswith(("resnet18", "mobilenet", "shufflenet"))]
+    assert len(finals) == 3 and all("50" in f and "plateau" in f and "224" in f for f in finals)
+    assert re.search(r"estimated time on cpu .*: [\d.]+ (h|days)", out)
+    assert "meant for a GPU" in out
+    assert sorted(set(measured)) == [("mobilenet_v2_x0_5", "imagenet", 224), ("resnet18", "imagenet", 224),
+                                     ("shufflenet_v2_x0_5", "imagenet", 224)]
+
+
+def test_estimate_is_measured_and_scales_with_the_study():
+    spec = load_spec("quick")
+    res = plan_study(spec, device="cpu")
+    est = res["estimate"]
+    assert [m["model"] for m in est["models"]] == ["resnet18", "mobilenet_v2_x0_5", "shufflenet_v2_x0_5"]
+    assert all(m["train_images_per_sec"] > 0 and m["resolution"] == 32 for m in est["models"])
+    assert est["seconds"] == pytest.approx(sum(m["hours"] for m in est["models"]) * 3600, rel=0.05)
+    # images seen: sweep 2 points x 1 epoch x 10,000 + finals 2 seeds x 4 epochs x 45,000 (+ val and test passes)
+    r18 = est["models"][0]
+    images = 2 * (10000 + 5000 / 3) + 2 * 4 * (45000 + 5000 / 3) + 2 * 10000 / 3
+    assert r18["hours"] * 3600 == pytest.approx(images / r18["train_images_per_sec"], rel=0.05)
+
+
+def test_quick_plan_rows():
+    p = plan(load_spec("quick"))
+    assert len(p["sweep"]) == 6 and len(p["final"]) == 3
+    assert {r["train_subset"] for r in p["sweep"]} == {10000} and {r["epochs"] for r in p["sweep"]} == {1}
+    assert [r["stem"] for r in p["final"]] == ["cifar-s2", "cifar-s2", "cifar"]
+    assert [r["lr"] for r in p["final"]] == ["best"] * 3 and [r["seed"] for r in p["final"]] == ["0 1"] * 3
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (30, 600, 3 * 3600, 5 * 86400)] == ["30 s", "10 min", "3.0 h", "5.0 days"]
