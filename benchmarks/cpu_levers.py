@@ -8,9 +8,9 @@ A lever is a '+'-joined set of tokens:
   compile  torch.compile (inductor); its compile time (first step) is reported too
   tN       N intra-op threads (default: torch's default, the number of cores)
   bN       batch size N (default --batch-size)
-  nhwcshuffle  ShuffleNetV2 only, an experiment for the models package: a channel shuffle that keeps
-           channels_last (torchvision's .contiguous() turns every block's output back into NCHW, so
-           the next conv and ReLU backward pay format conversions); outputs are bit-identical
+  nhwcshuffle  ShuffleNetV2 only: cifarbench's channel shuffle that keeps channels_last
+           (cifarbench.models.layout; what create_model builds). Without this token the lever runs
+           torchvision's own blocks, whose .contiguous() turns every block's output back into NCHW
 
 Each figure: forward + backward + SGD step on a random batch (cifarbench.bench.make_train_step),
 median over --repeats windows of about --window seconds each, after warm-up. Two rates per lever:
@@ -32,12 +32,11 @@ import sys
 import time
 
 import torch
-import torchvision.models.shufflenetv2
 
 from cifarbench.bench import make_train_step, random_batch, timed
 from cifarbench.engine.env import device_name
+from cifarbench.models.layout import keep_channels_last
 
-_TV_SHUFFLE = torchvision.models.shufflenetv2.channel_shuffle
 
 
 def parse_lever(spec: str, batch_size: int, threads: int) -> dict:
@@ -57,28 +56,14 @@ def parse_lever(spec: str, batch_size: int, threads: int) -> dict:
     return lever
 
 
-def _shuffle_keep_format(x: torch.Tensor, groups: int) -> torch.Tensor:
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        b, c, h, w = x.shape
-        y = x.permute(0, 2, 3, 1).reshape(b, h, w, groups, c // groups).transpose(3, 4).reshape(b, h, w, c)
-        return y.permute(0, 3, 1, 2)  # an NCHW view with channels_last strides
-    return _TV_SHUFFLE(x, groups)
-
-
-def use_shuffle(nhwc: bool) -> None:
-    """torchvision's InvertedResidual calls the module-level channel_shuffle: swap it per lever."""
-    import torchvision.models.shufflenetv2 as sv
-
-    sv.channel_shuffle = _shuffle_keep_format if nhwc else _TV_SHUFFLE
-
-
 def prepare(lever: dict, model_name: str, stem: str, resolution: int, window_s: float, warmup: int) -> dict:
     from cifarbench.models import create_model
 
     torch.manual_seed(0)
     torch.set_num_threads(lever["threads"])
-    use_shuffle(lever["nhwcshuffle"])
     model = create_model(model_name, num_classes=10, stem=stem)
+    # cifarbench's ShuffleNetV2 keeps channels_last through its shuffles; torchvision's does not
+    keep_channels_last(model, enable=lever["nhwcshuffle"])
     if lever["cl"]:
         model = model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if lever["compile"] else model
@@ -113,7 +98,6 @@ def main(argv=None) -> int:
     for _ in range(args.repeats):
         for lv in levers:
             torch.set_num_threads(lv["threads"])
-            use_shuffle(lv["nhwcshuffle"])
             c0 = time.process_time()
             wall = timed(lv["step"], lv["steps"], cpu)
             n = lv["batch_size"] * lv["steps"]

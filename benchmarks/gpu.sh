@@ -80,7 +80,7 @@ step time_to_94 200 "$PY" benchmarks/time_to_accuracy.py $TRAIN --dataset cifar1
   --output "bench-out/gpu-tta-$(date +%s)" --json "$RES/time_to_accuracy.json"
 # 4. compile, last: its compile time is the unknown
 if [ "$DRY" = 1 ]; then
-  STATUS[bench_compile]="skipped in the dry run (inductor on 2 CPU cores takes minutes)"
+  STATUS[bench_compile]="skipped in the dry run (a cold inductor compile took 88 s on 2 CPU cores)"
 else
   step bench_compile 200 bash -c "'$PY' -m cifarbench -q bench --device $DEV --models $MODELS $BENCH --amp --channels-last --compile --format json > '$RES/bench_compile.json'"
 fi

@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     # The engine's own final test evaluation is not needed: this script evaluates every epoch itself.
     cfg = cfg.replace(eval_test=False).validate()
 
-    from cifarbench.engine import train
+    from cifarbench.engine import Interrupted, train
     from cifarbench.engine.trainer import load_splits
 
     t_load = time.perf_counter()
@@ -126,7 +126,17 @@ def main(argv=None) -> int:
     load_s = time.perf_counter() - t_load
     t_start = time.perf_counter()
     timer = TestTimer(cfg, splits, target, not no_stop, t_start)
-    res = train(cfg, splits=splits, on_epoch=timer)
+    try:
+        res = train(cfg, splits=splits, on_epoch=timer)
+    except (Interrupted, KeyboardInterrupt) as e:
+        # e.g. gpu.sh's time limit: keep the epochs measured so far
+        from cifarbench.models import create_model
+        from cifarbench.models.profile import count_macs
+
+        model = create_model(cfg.model, num_classes=splits.num_classes, in_chans=splits.channels, stem=cfg.stem)
+        res = {"status": f"interrupted ({type(e).__name__})", "env": None,
+               "macs_per_image": count_macs(model, (1, splits.channels, cfg.resolution or splits.image_size,
+                                                    cfg.resolution or splits.image_size))}
 
     macs = res["macs_per_image"]
     images_per_epoch = (len(splits.train) // cfg.batch_size) * cfg.batch_size  # the loader drops the last batch

@@ -276,8 +276,10 @@ def onnx_latency(model: torch.nn.Module, channels: int, resolution: int, threads
 
 # ---------------------------------------------------------------- one model, many models
 def _short_error(e: BaseException) -> str:
+    """One line: the message alone for our own errors, prefixed with the exception type for the rest."""
     msg = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {msg[0][:200] if msg else ''}".rstrip(": ")
+    first = msg[0][:200] if msg else ""
+    return first if isinstance(e, CifarbenchError) and first else f"{type(e).__name__}: {first}".rstrip(": ")
 
 
 def _build(name: str, stem: str, num_classes: int, in_chans: int) -> torch.nn.Module:

@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=["paper", "modern", "quick"], default="quick")
     p.add_argument("--output", "-o", default=None, help="study folder (default: studies/<name>)")
     _add_data_args(p)
-    p.add_argument("--jobs", type=int, default=1, help="runs side by side (CPU threads split, or one per GPU)")
+    p.add_argument("--jobs", type=int, default=None, help="runs side by side (CPU threads split, or one per GPU); default: the study's `jobs`, else 1")
     p.add_argument("--device", default=None)
     p.add_argument("--storage", default=None, help="Optuna storage URL for the sweep (default: SQLite in the study folder)")
     p.add_argument("--dry-run", action="store_true", help="print the runs and stop")

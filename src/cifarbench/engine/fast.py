@@ -4,34 +4,39 @@ Every entry of the tables below cites the measurement that justified it (BENCHMA
 "Fast path"; commands in benchmarks/cpu_levers.py and benchmarks/fast_path.py). The fast path only
 switches levers *on*: a setting the config already asks for (``--amp``, ``--channels-last``,
 ``--compile``, ``--threads``) is never switched off. It changes nothing that alters what is computed
-beyond bf16 rounding: batch size, learning rate and schedule stay the recipe's, so the accuracy of
-a ``--fast`` run matches the plain run's (benchmarks/fast_path.py shows it).
+beyond bf16 rounding: batch size, learning rate and schedule stay the recipe's, so a ``--fast`` run
+should reach the plain run's accuracy (benchmarks/fast_path.py compares the two, same seed).
 """
 from __future__ import annotations
 
 from cifarbench import log
 from cifarbench.config import TrainConfig
 
-# CPU (x86 with AVX-512 BF16; 2-core AMD EPYC, torch 2.14.1), training images/s at 32 px, batch 256,
-# eager fp32 -> lever, median of 3 interleaved windows (benchmarks/cpu_levers.py):
+# CPU: 2-core AMD EPYC with AVX-512 BF16, torch 2.14.1, 32 px, batch 256, training step on random data,
+# ratio to eager fp32 in the same command, median of 3 interleaved windows, 1 thread (benchmarks/cpu_levers.py;
+# BENCHMARKS.md "Fast path" has the commands and the raw numbers):
 CPU_TABLE: dict[str, dict] = {
-    # resnet18 stem cifar: bf16 autocast 35 -> 81 img/s (2.3x); channels_last adds nothing measurable.
+    # resnet18 stem cifar-s2: bf16 2.16x, bf16 + channels_last 2.27x (stem cifar, lead: bf16 35 -> 81 img/s).
     "resnet": {"amp": True, "channels_last": True},
-    # mobilenet_v2_x0_5 stem cifar: bf16 autocast 105 -> 227 img/s (2.2x).
+    # mobilenet_v2_x0_5 stem cifar: channels_last 1.75x, bf16 2.06x, bf16 + channels_last 2.50x.
     "mobilenet_v2": {"amp": True, "channels_last": True},
-    # shufflenet_v2_x0_5 stem cifar: bf16 is *slower* (583 -> 517 img/s: depthwise convs and channel
-    # shuffles gain nothing from bf16 matmuls and pay the casts); channels_last is the lever.
+    # shufflenet_v2_x0_5 stem cifar: channels_last 1.45-1.55x (1.22x at 2 threads); bf16 0.82x at 2 threads
+    # (lead: 583 -> 517 img/s) and bf16 + channels_last below channels_last alone: its depthwise convs,
+    # shuffles and concats are memory-bound, so bf16 only adds casts.
     "shufflenet_v2": {"channels_last": True},
 }
-# A family not in the table: channels_last is the one lever that never lost in our measurements.
+# A family not in the table: channels_last, the one lever that never lost in these measurements.
 CPU_DEFAULT: dict = {"channels_last": True}
-# CPUs without native bf16 (no avx512_bf16 / amx_bf16): bf16 autocast is emulated and slower.
-# torch.compile is not in any CPU entry: on 2 cores inductor takes minutes to compile a forward and
-# backward graph, longer than a whole short run, for a gain we could not show.
+# CPUs without native bf16 (no avx512_bf16 / amx_bf16) get no amp: emulated bf16 is slower than fp32.
+# No compile on the CPU: for shufflenet_v2_x0_5 inductor took 88 s (cold cache) to compile the training
+# step and then ran 1.07x faster than eager channels_last; that pays only after ~20 min of training.
+# threads stay torch's default: with the cores shared, two spinning OpenMP threads ran at 0.27x of one,
+# but on an idle machine two should win; that is the environment's business (OMP_WAIT_POLICY), not a config's.
 
-# CUDA (bf16 tensor cores): bf16 autocast and channels_last are the standard wins for convnets on
-# Ampere/Hopper. compile is left off: its 1-2 minute compile time is a large share of a 60 s run;
-# benchmarks/gpu.sh measures it (bench --compile) so the choice can be revisited with numbers.
+# CUDA: not measured yet (no GPU on the development machine). bf16 autocast and channels_last are the
+# standard convnet wins on bf16 tensor-core GPUs; compile stays off until measured, since its compile
+# time counts against short runs. benchmarks/gpu.sh measures all three (bench fp32 / --amp --channels-last /
+# + --compile); revise this entry with its numbers.
 CUDA_DEFAULT: dict = {"amp": True, "channels_last": True}
 
 

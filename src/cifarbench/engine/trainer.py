@@ -112,10 +112,7 @@ def load_splits(cfg: TrainConfig):
 
     # The validation split is carved with a fixed seed, independent of the training seed, so that
     # every run of a study is selected on the same held-out images.
-    splits = load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_size=cfg.val_size, seed=0)
-    if cfg.train_subset is not None and cfg.train_subset < len(splits.train):
-        splits = splits.subset(train=cfg.train_subset, seed=0)
-    return splits
+    return load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_size=cfg.val_size, seed=0)
 
 
 def per_class_acc(confusion: torch.Tensor) -> list[float]:
@@ -232,6 +229,8 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
             raise CifarbenchError(f"--output {out}: cannot write there ({e.strerror or e})") from None
 
     splits = splits if splits is not None else load_splits(cfg)
+    if cfg.train_subset is not None and cfg.train_subset < len(splits.train):
+        splits = splits.subset(train=cfg.train_subset, seed=0)
     global_batch = cfg.batch_size * ctx.world_size
     if global_batch > len(splits.train):
         raise CifarbenchError(f"--batch-size {cfg.batch_size}: larger than the training split "

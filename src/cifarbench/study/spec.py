@@ -23,7 +23,7 @@ from typing import Any
 from cifarbench.config import TrainConfig, load_toml
 from cifarbench.errors import CifarbenchError
 
-TOP_KEYS = {"name", "dataset", "description", "notes", "seeds", "target", "defaults", "sweep", "final", "models"}
+TOP_KEYS = {"name", "dataset", "description", "notes", "seeds", "target", "jobs", "defaults", "sweep", "final", "models"}
 MODEL_KEYS = {"name", "label", "paper_test_acc", "defaults", "grid", "space"}
 # [sweep] keys that steer Optuna rather than a run; every other key there must be a TrainConfig field.
 SWEEP_KEYS = {"sampler", "pruner", "n_trials", "seed", "heartbeat_interval", "grace_period",
@@ -64,6 +64,7 @@ class StudySpec:
     notes: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     target: str = "any"              # "gpu": the study is meant for a GPU (dry-run and start say so on a CPU)
+    jobs: int = 1                    # runs side by side when --jobs is not given
     defaults: dict[str, Any] = field(default_factory=dict)
     sweep: dict[str, Any] = field(default_factory=dict)   # control keys + TrainConfig overrides
     final: dict[str, Any] = field(default_factory=dict)
@@ -180,12 +181,16 @@ def parse_spec(raw: dict[str, Any], source: str = "study", text: str = "") -> St
     if target not in ("any", "gpu", "cpu"):
         bad("target", f"{target!r}: choose any, gpu or cpu")
 
+    jobs = raw.get("jobs", 1)
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        bad("jobs", f"{jobs!r} must be a positive integer")
+
     models_raw = raw.get("models")
     if not isinstance(models_raw, list) or not models_raw:
         bad("", "missing [[models]] (a study needs at least one model)")
     spec = StudySpec(name=raw["name"], dataset=raw["dataset"], source=source, raw=raw, text=text,
                      description=str(raw.get("description", "")), notes=[str(n) for n in notes],
-                     seeds=seeds, target=target, defaults=defaults, sweep=sweep, final=final)
+                     seeds=seeds, target=target, jobs=jobs, defaults=defaults, sweep=sweep, final=final)
     sampler = spec.sampler
     for i, m in enumerate(models_raw):
         where = f"models[{i}]"

@@ -279,7 +279,7 @@ def plan_study(spec: StudySpec, device: str | None = None, measure: bool = True)
 
 
 def run_study(config_or_preset: str | Path, output: str | Path | None = None, data_dir: str | None = None,
-              jobs: int = 1, device: str | None = None, dry_run: bool = False, storage: str | None = None,
+              jobs: int | None = None, device: str | None = None, dry_run: bool = False, storage: str | None = None,
               train_fn: Callable | None = None, evaluate_fn: Callable | None = None,
               poll: float | None = None) -> dict[str, Any]:
     """Run (or resume) a study; returns study.json's content plus "ok" (every model tested on every seed).
@@ -288,6 +288,7 @@ def run_study(config_or_preset: str | Path, output: str | Path | None = None, da
     replace the engine (tests); with ``jobs`` > 1 they must be module-level functions.
     """
     spec = load_spec(config_or_preset)
+    jobs = spec.jobs if jobs is None else jobs  # the study's own setting unless the caller says otherwise
     if jobs < 1:
         raise CifarbenchError(f"--jobs {jobs}: must be at least 1")
     if dry_run:
