@@ -355,10 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.quiet:
-        from cifarbench import log
+    from cifarbench import log
 
-        log.set_quiet(True)
+    log.set_quiet(args.quiet)  # set either way: main() may be called more than once in a process
     try:
         return args.func(args)
     except CifarbenchError as e:

@@ -32,8 +32,8 @@ def is_tty() -> bool:
 class Progress:
     """A one-line progress bar on a terminal; silent otherwise (the caller prints one line per epoch)."""
 
-    def __init__(self, total: int, desc: str = "", enabled: bool | None = None):
-        self.total, self.desc = total, desc
+    def __init__(self, total: int, desc: str = "", enabled: bool | None = None, images_per_step: int = 0):
+        self.total, self.desc, self.images_per_step = total, desc, images_per_step
         self.enabled = (is_tty() if enabled is None else enabled) and not _quiet
         self.n = 0
         self.t0 = time.perf_counter()
@@ -49,7 +49,9 @@ class Progress:
         self._last = now
         width = 24
         filled = int(width * self.n / max(self.total, 1))
-        extra = " ".join(f"{k}={v}" for k, v in postfix.items())
+        if self.images_per_step:
+            postfix["img/s"] = f"{self.n * self.images_per_step / max(now - self.t0, 1e-9):.0f}"
+        extra = " ".join(f"{k}={v}" for k, v in postfix.items() if v != "")
         line = f"\r{self.desc} [{'#' * filled}{'.' * (width - filled)}] {self.n}/{self.total} {extra}"
         sys.stderr.write(line[:160])
         sys.stderr.flush()

@@ -53,18 +53,23 @@ def test_estimate_is_measured_and_scales_with_the_study():
     est = res["estimate"]
     assert [m["model"] for m in est["models"]] == ["resnet18", "mobilenet_v2_x0_5", "shufflenet_v2_x0_5"]
     assert all(m["train_images_per_sec"] > 0 and m["resolution"] == 32 for m in est["models"])
-    assert est["seconds"] == pytest.approx(sum(m["hours"] for m in est["models"]) * 3600, rel=0.05)
-    # images seen: sweep 2 points x 1 epoch x 10,000 + finals 2 seeds x 4 epochs x 45,000 (+ val and test passes)
+    # the study runs spec.jobs runs side by side
+    assert est["seconds"] == pytest.approx(sum(m["hours"] for m in est["models"]) * 3600 / spec.jobs, rel=0.05)
+    # images seen: sweep points x epochs x subset + finals seeds x epochs x 45,000 (+ val and test passes at 1/3)
     r18 = est["models"][0]
-    images = 2 * (10000 + 5000 / 3) + 2 * 4 * (45000 + 5000 / 3) + 2 * 10000 / 3
+    sweep, final = spec.run_config("resnet18", "sweep", {}), spec.run_config("resnet18", "final", {})
+    points, seeds = len(spec.model("resnet18").grid), len(spec.seeds)
+    images = (points * sweep.epochs * (sweep.train_subset + 5000 / 3) + seeds * final.epochs * (45000 + 5000 / 3)
+              + seeds * 10000 / 3)
     assert r18["hours"] * 3600 == pytest.approx(images / r18["train_images_per_sec"], rel=0.05)
 
 
 def test_quick_plan_rows():
     p = plan(load_spec("quick"))
     assert len(p["sweep"]) == 6 and len(p["final"]) == 3
-    assert {r["train_subset"] for r in p["sweep"]} == {10000} and {r["epochs"] for r in p["sweep"]} == {1}
+    assert {r["train_subset"] for r in p["sweep"]} == {5000} and {r["epochs"] for r in p["sweep"]} == {1}
     assert [r["stem"] for r in p["final"]] == ["cifar-s2", "cifar-s2", "cifar"]
+    assert [r["epochs"] for r in p["final"]] == [2, 5, 3]  # per-model final stage tables
     assert [r["lr"] for r in p["final"]] == ["best"] * 3 and [r["seed"] for r in p["final"]] == ["0 1"] * 3
 
 

@@ -48,6 +48,18 @@ def test_stage_settings_win_over_grid(study_toml):
     assert (cfg.opt, cfg.lr, cfg.epochs, cfg.batch_size, cfg.output) == ("adam", 0.5, 3, 32, "x")
 
 
+def test_a_model_can_override_its_stages_and_the_study_sets_jobs(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('name = "x"\ndataset = "shapes"\njobs = 2\n[sweep]\nepochs = 2\n[final]\nepochs = 5\n'
+                    '[[models]]\nname = "resnet18"\nfinal = { epochs = 3 }\ngrid = [{ name = "a", epochs = 9 }]\n'
+                    '[[models]]\nname = "shufflenet_v2_x0_5"\ngrid = [{ name = "a" }]\n')
+    spec = load_spec(path)
+    assert spec.jobs == 2
+    assert spec.run_config("resnet18", "final", {"epochs": 9}).epochs == 3
+    assert spec.run_config("resnet18", "sweep", {"epochs": 9}).epochs == 2
+    assert spec.run_config("shufflenet_v2_x0_5", "final", {}).epochs == 5
+
+
 @pytest.mark.parametrize("text, words", [
     ('name = "x"\ndataset = "shapes"\nbogus = 1\n[sweep]\nepochs = 1\n[final]\nepochs = 1\n', ["bogus"]),
     ('name = "x"\ndataset = "shapes"\n[sweep]\nepochs = 1\n[final]\nepochs = 1\n', ["models"]),
@@ -69,6 +81,10 @@ def test_stage_settings_win_over_grid(study_toml):
      '[[models]]\nname = "resnet18"\nspeed = 3\ngrid = [{ name = "a" }]\n', ["models[0]", "speed"]),
     ('name = "x"\ndataset = "shapes"\n[sweep]\n[final]\nepochs = 1\n'
      '[[models]]\nname = "resnet18"\ngrid = [{ name = "a" }]\n', ["[sweep]", "epochs"]),
+    ('name = "x"\ndataset = "shapes"\njobs = 0\n[sweep]\nepochs = 1\n[final]\nepochs = 1\n'
+     '[[models]]\nname = "resnet18"\ngrid = [{ name = "a" }]\n', ["jobs", "positive integer"]),
+    ('name = "x"\ndataset = "shapes"\n[sweep]\nepochs = 1\n[final]\nepochs = 1\n'
+     '[[models]]\nname = "resnet18"\nfinal = { epochz = 2 }\ngrid = [{ name = "a" }]\n', ["models[resnet18].final", "epochz"]),
 ])
 def test_bad_study_files(tmp_path, text, words):
     path = tmp_path / "bad.toml"

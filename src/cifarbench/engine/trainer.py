@@ -307,7 +307,8 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
         for epoch in range(state["epoch"], cfg.epochs):
             train_loader.set_epoch(epoch)
             start_step = state["step"]
-            bar = log.Progress(steps - start_step, f"epoch {epoch + 1}/{cfg.epochs}") if main else None
+            bar = (log.Progress(steps - start_step, f"epoch {epoch + 1}/{cfg.epochs}", images_per_step=global_batch)
+                   if main else None)
             t0 = time.perf_counter()
             r = train_one_epoch(train_model, train_loader, optimizer, scheduler if steps_per_batch(cfg) else None,
                                 criterion, amp=cfg.amp, start_step=start_step, sums=state["partial"] if start_step else None,
@@ -372,9 +373,9 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
         best = out / ("best.pt" if cfg.keep_best and (out / "best.pt").exists() else "last.pt")
         ctx.barrier()
         model.load_state_dict(checkpoint.load(best, map_location=device)["model"])
-        if len(splits.val):
-            v = evaluate(model, val_loader, eval_criterion, splits.num_classes, amp=cfg.amp, ctx=ctx)
-            results.update(val_acc=round(v["acc"], 3), val_loss=round(v["loss"], 5))
+        if len(splits.val):  # best.pt holds the weights of that epoch: its validation figures are in the history
+            best_row = history[state["best_epoch"] - 1]
+            results.update(val_acc=best_row["val_acc"], val_loss=best_row["val_loss"])
         if cfg.eval_test:
             test_loader = DeviceLoader(splits.test.images, splits.test.labels, cfg.eval_batch_size, False, device,
                                        splits.mean, splits.std, cfg.resolution, rank=ctx.rank,

@@ -58,22 +58,31 @@ def plan(spec: StudySpec) -> dict[str, list[dict[str, Any]]]:
     return {"sweep": sweep, "final": final}
 
 
-def _steps_per_image(model: str, stem: str, resolution: int, in_chans: int, num_classes: int, device, batch: int) -> float:
+def _steps_per_image(model: str, stem: str, resolution: int, in_chans: int, num_classes: int, device, batch: int,
+                     amp: bool = False, channels_last: bool = False) -> float:
+    import contextlib
+
     import torch
 
     from cifarbench.models import create_model
 
     net = create_model(model, num_classes=num_classes, in_chans=in_chans, stem=stem).to(device).train()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net = net.to(memory_format=fmt)
     opt = torch.optim.SGD(net.parameters(), lr=0.01)
-    x = torch.randn(batch, in_chans, resolution, resolution, device=device)
+    x = torch.randn(batch, in_chans, resolution, resolution, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, num_classes, (batch,), device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
 
     def step():
         opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(net(x), y).backward()
+        with autocast:
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+        loss.backward()
         opt.step()
 
-    step()  # warm-up: allocations, cuDNN autotuning
+    step()  # warm-up: allocations, cuDNN autotuning, oneDNN primitive caches
+    step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
@@ -91,9 +100,16 @@ def estimate(spec: StudySpec, device: str | None = None) -> dict[str, Any]:
     from cifarbench.data import default_val_size
     from cifarbench.engine.env import device_name, resolve_device
 
+    import os
+
+    import torch
+
     dev = resolve_device(device or spec.defaults.get("device", "auto"))
     n_all, native, chans, classes = DATASETS.get(spec.dataset, (50000, 32, 3, 10))
     models, total = [], 0.0
+    threads = torch.get_num_threads()
+    if dev.type == "cpu":  # measure as the study runs: `jobs` runs side by side, the cores split between them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // spec.jobs))
     for m in spec.models:
         first = params_of(m.grid[0]) if m.grid else {}
         stages = []
@@ -107,14 +123,24 @@ def estimate(spec: StudySpec, device: str | None = None) -> dict[str, Any]:
         res = cfg.resolution or native
         # CPU: small batches keep the measurement short; at 224 px a step of 4 already takes seconds
         batch = cfg.batch_size if dev.type != "cpu" else (4 if res > 64 else 32)
-        s_img = _steps_per_image(m.name, cfg.stem, res, chans, classes, dev, batch)
+        amp = cfg.amp and (dev.type != "cpu" or _cpu_bf16())
+        s_img = _steps_per_image(m.name, cfg.stem, res, chans, classes, dev, batch, amp, cfg.channels_last)
         secs = sum(runs * c.epochs * (n_train + EVAL_COST * val) * s_img for c, runs, n_train, val in stages)
         secs += len(spec.seeds) * 10000 * EVAL_COST * s_img  # the test stage
         models.append({"model": m.name, "resolution": res, "measured_batch": batch,
                        "train_images_per_sec": round(1 / s_img, 1), "hours": round(secs / 3600, 2)})
         total += secs
-    return {"device": str(dev), "device_name": device_name(dev), "models": models, "seconds": total,
-            "method": "1 warm-up + up to 3 timed training steps per model (fp32, eager), scaled to the study's images"}
+    torch.set_num_threads(threads)
+    jobs = spec.jobs if dev.type == "cpu" else 1
+    return {"device": str(dev), "device_name": device_name(dev), "models": models, "seconds": total / jobs,
+            "method": f"2 warm-up + up to 3 timed training steps per model with the runs' amp and memory format, "
+                      f"scaled to the study's images{f', {jobs} runs side by side' if jobs > 1 else ''}"}
+
+
+def _cpu_bf16() -> bool:
+    from cifarbench.engine.env import cpu_has_bf16
+
+    return cpu_has_bf16()
 
 
 def format_duration(seconds: float) -> str:

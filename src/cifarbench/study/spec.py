@@ -8,6 +8,7 @@ How a run's config is built (later wins)::
 
     TrainConfig defaults < [defaults] < the model's defaults < the grid point (or trial) params
                          < the stage table ([sweep] or [final]: epochs, train_subset, ...)
+                         < the model's own stage table (its `sweep` or `final`: e.g. fewer epochs for a big model)
 
 The stage comes last because it *is* the study's structure: a grid point may change the optimizer,
 never turn a 30-epoch sweep into a 50-epoch one.
@@ -24,7 +25,7 @@ from cifarbench.config import TrainConfig, load_toml
 from cifarbench.errors import CifarbenchError
 
 TOP_KEYS = {"name", "dataset", "description", "notes", "seeds", "target", "jobs", "defaults", "sweep", "final", "models"}
-MODEL_KEYS = {"name", "label", "paper_test_acc", "defaults", "grid", "space"}
+MODEL_KEYS = {"name", "label", "paper_test_acc", "defaults", "grid", "space", "sweep", "final"}
 # [sweep] keys that steer Optuna rather than a run; every other key there must be a TrainConfig field.
 SWEEP_KEYS = {"sampler", "pruner", "n_trials", "seed", "heartbeat_interval", "grace_period",
               "pruner_startup_trials", "pruner_warmup_epochs", "max_retry"}
@@ -45,6 +46,8 @@ class ModelSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
     grid: list[dict[str, Any]] = field(default_factory=list)  # each: {"name": ..., **TrainConfig fields}
     space: dict[str, Any] = field(default_factory=dict)
+    sweep: dict[str, Any] = field(default_factory=dict)  # this model's overrides of [sweep] (TrainConfig fields)
+    final: dict[str, Any] = field(default_factory=dict)  # this model's overrides of [final]
 
     def point(self, name: str) -> dict[str, Any]:
         for p in self.grid:
@@ -95,7 +98,8 @@ class StudySpec:
         m = model if isinstance(model, ModelSpec) else self.model(model)
         stage_table = {k: v for k, v in (self.sweep if stage == "sweep" else self.final).items() if k not in SWEEP_KEYS}
         values: dict[str, Any] = {"model": m.name, "dataset": self.dataset}
-        for layer in (self.defaults, m.defaults, params or {}, stage_table):
+        own_stage = m.sweep if stage == "sweep" else m.final
+        for layer in (self.defaults, m.defaults, params or {}, stage_table, own_stage):
             values.update(layer)
         values.update(seed=self.sweep_seed if seed is None else seed, eval_test=False, resume="auto",
                       output=output, data_dir=data_dir)
@@ -204,9 +208,11 @@ def parse_spec(raw: dict[str, Any], source: str = "study", text: str = "") -> St
         where = f"models[{m['name']}]"
         if any(x.name == m["name"] for x in spec.models):
             bad(where, "listed twice")
-        check_table(f"{where}.defaults", m.get("defaults", {}))
+        for table in ("defaults", "sweep", "final"):
+            check_table(f"{where}.{table}", m.get(table, {}))
         ms = ModelSpec(name=m["name"], label=str(m.get("label", m["name"])), paper_test_acc=m.get("paper_test_acc"),
-                       defaults=m.get("defaults", {}), grid=list(m.get("grid", [])), space=dict(m.get("space", {})))
+                       defaults=m.get("defaults", {}), grid=list(m.get("grid", [])), space=dict(m.get("space", {})),
+                       sweep=dict(m.get("sweep", {})), final=dict(m.get("final", {})))
         if sampler == "grid":
             if not ms.grid:
                 bad(where, "sampler 'grid' needs a non-empty 'grid' list")
