@@ -211,7 +211,9 @@ def train(cfg: TrainConfig, splits=None, on_epoch=None) -> dict:
     if not ctx.is_main:
         log.set_quiet(True)  # one voice: rank 0 prints, writes files and draws the progress bar
     try:
-        return _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch)
+        results = _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch)
+        ctx.barrier()  # leave together: a rank that exits while another still uses gloo aborts
+        return results
     finally:
         distributed.shutdown(ctx)
 
