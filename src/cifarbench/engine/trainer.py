@@ -20,7 +20,7 @@ import torch.nn as nn
 from cifarbench import log
 from cifarbench.config import TrainConfig, read_json, write_json
 from cifarbench.engine import checkpoint, distributed
-from cifarbench.engine.env import check_amp, environment, resolve_device
+from cifarbench.engine.env import check_amp, cpu_has_bf16, environment, resolve_device
 from cifarbench.engine.loader import DeviceLoader
 from cifarbench.engine.optim import build_optimizer, build_scheduler, steps_per_batch
 from cifarbench.errors import CifarbenchError
@@ -430,7 +430,7 @@ def evaluate_run(run_dir, split: str = "test", data_dir=None, device: str = "aut
     part = splits.test if split == "test" else splits.val
     loader = DeviceLoader(part.images, part.labels, cfg.eval_batch_size, False, dev, splits.mean, splits.std,
                           cfg.resolution)
-    amp = cfg.amp and (dev.type != "cpu" or _cpu_amp_ok())
+    amp = cfg.amp and (dev.type != "cpu" or cpu_has_bf16())
     r = evaluate(model, loader, nn.CrossEntropyLoss(), splits.num_classes, amp=amp)
     res = {"acc": round(r["acc"], 3), "loss": round(r["loss"], 5), "n": r["n"], "split": split,
            "per_class_acc": per_class_acc(r["confusion"]), "confusion": r["confusion"].tolist(),
@@ -441,9 +441,3 @@ def evaluate_run(run_dir, split: str = "test", data_dir=None, device: str = "aut
                        confusion=res["confusion"])
         write_json(run_dir / "results.json", results)
     return res
-
-
-def _cpu_amp_ok() -> bool:
-    from cifarbench.engine.env import cpu_has_bf16
-
-    return cpu_has_bf16()
