@@ -156,3 +156,14 @@ def test_evaluate_run_fills_in_the_test_figures(tmp_path, tiny_splits, monkeypat
     assert res["n"] == 64 and 0 <= res["acc"] <= 100
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["test_acc"] == res["acc"]
+
+
+def test_without_a_validation_split_the_best_epoch_is_the_lowest_train_loss(tmp_path, tiny_splits):
+    from cifarbench.data import ImageSet, Splits
+
+    empty = ImageSet(tiny_splits.val.images[:0], tiny_splits.val.labels[:0])
+    splits = Splits("tiny", tiny_splits.classes, tiny_splits.train, empty, tiny_splits.test)
+    res = train(_cfg(tmp_path, epochs=2, lr=1e-4), splits=splits)  # train loss stays near ln 4 > 1
+    losses = [float(r["train_loss"]) for r in _rows(tmp_path / "run")]
+    assert res["best_epoch"] == 1 + losses.index(min(losses))  # was 0: no epoch ever beat the initial score
+    assert res["best_val_acc"] is None and res["test_acc"] is not None

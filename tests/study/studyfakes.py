@@ -133,3 +133,14 @@ def anonymous_worker(*args) -> None:
 
     liveness._process_identity = lambda: None
     sweep._worker_process(*args)
+
+
+def mark_and_sleep(cfg):
+    """A run that leaves a marker file (so a test can count the runs that started) and takes a second."""
+    import time
+    from pathlib import Path
+
+    Path(cfg.output).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.output) / "started").write_text("")
+    time.sleep(1.0)
+    return {"status": "finished"}

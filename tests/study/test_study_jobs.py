@@ -28,3 +28,18 @@ def test_apply_slot_keeps_unset_fields():
     cfg = TrainConfig(device="auto", threads=None)
     assert apply_slot(cfg, Slot()) == cfg
     assert (apply_slot(cfg, Slot(device="cuda:1", threads=3)).device, apply_slot(cfg, Slot(threads=3)).threads) == ("cuda:1", 3)
+
+
+def test_stopping_early_cancels_the_queued_runs(tmp_path):
+    # A Ctrl-C (or an interrupted run) makes the study stop reading results; the runs still queued must not
+    # start. `with ProcessPoolExecutor` waited for all of them, so an interrupted study went on training.
+    from studyfakes import mark_and_sleep
+
+    from cifarbench.study.jobs import run_side_by_side
+
+    items = [(i, TrainConfig(model="resnet18", output=str(tmp_path / f"run{i}"))) for i in range(8)]
+    runs = run_side_by_side(mark_and_sleep, items, [Slot(threads=1), Slot(threads=1)])
+    next(runs)  # the first result arrives...
+    runs.close()  # ...and the caller stops (what an exception in the caller's loop does)
+    started = sorted(p.parent.name for p in tmp_path.glob("run*/started"))
+    assert started == ["run0", "run1"]  # one per slot; before, 6 of the 8 ran

@@ -128,7 +128,7 @@ def test_interrupted_study_resumes_without_redoing_finished_runs(study_toml, fak
 def test_interrupted_final_resumes(study_toml, fakelog, tmp_path, monkeypatch):
     out = tmp_path / "study"
     monkeypatch.setenv("STUDYFAKES_INTERRUPT", "final/shufflenet_v2_x0_5/seed0")
-    with pytest.raises(Interrupted):
+    with pytest.raises(Interrupted, match="interrupted in its final stage.*rerun the same command"):
         _run(study_toml(), out)
     assert read_json(out / "study.json")["stages"] == {"sweep": "done", "final": "running", "test": "pending",
                                                        "report": "pending"}

@@ -33,10 +33,18 @@ CPU_DEFAULT: dict = {"channels_last": True}
 # threads stay torch's default: with the cores shared, two spinning OpenMP threads ran at 0.27x of one,
 # but on an idle machine two should win; that is the environment's business (OMP_WAIT_POLICY), not a config's.
 
-# CUDA: not measured yet (no GPU on the development machine). bf16 autocast and channels_last are the
-# standard convnet wins on bf16 tensor-core GPUs; compile stays off until measured, since its compile
-# time counts against short runs. benchmarks/gpu.sh measures all three (bench fp32 / --amp --channels-last /
-# + --compile); revise this entry with its numbers.
+# CUDA: one H200, torch 2.11, 32 px, batch 256, `cifarbench bench` training images/s, median of 5
+# (benchmarks/gpu.sh; BENCHMARKS.md "GPU"). fp32 / bf16 / channels_last / bf16 + channels_last:
+CUDA_TABLE: dict[str, dict] = {
+    # resnet18 stem cifar: 20.1k / - / - / 24.8k img/s (1.23x); + compile 23.3k (no gain at this batch)
+    "resnet": {"amp": True, "channels_last": True},
+    # mobilenet_v2_x0_5: 14.8k / 10.9k / 11.8k / 10.8k. Its depthwise convolutions are slower in bf16 and
+    # in channels_last on this GPU, so fp32 eager stays.
+    "mobilenet_v2": {},
+    # shufflenet_v2_x0_5: 12.5k / 12.3k / 8.9k / 8.7k: fp32 eager again.
+    "shufflenet_v2": {},
+}
+# Other families: bf16 + channels_last, the standard tensor-core win for dense convolutions (unmeasured here).
 CUDA_DEFAULT: dict = {"amp": True, "channels_last": True}
 
 
@@ -50,7 +58,7 @@ def model_family(name: str) -> str:
 def fast_settings(model: str, device_type: str, cpu_bf16: bool | None = None) -> dict:
     """The levers ``--fast`` switches on for ``model`` on a device of ``device_type`` ("cpu", "cuda", "mps")."""
     if device_type == "cuda":
-        return dict(CUDA_DEFAULT)
+        return dict(CUDA_TABLE.get(model_family(model), CUDA_DEFAULT))
     if device_type == "cpu":
         settings = dict(CPU_TABLE.get(model_family(model), CPU_DEFAULT))
         if cpu_bf16 is None:

@@ -260,7 +260,8 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     eval_criterion = nn.CrossEntropyLoss()
 
-    state = {"epoch": 0, "step": 0, "best_val_acc": -1.0, "best_epoch": 0, "history": [],
+    # -inf: without a validation split the score is -train_loss, which is always negative
+    state = {"epoch": 0, "step": 0, "best_val_acc": float("-inf"), "best_epoch": 0, "history": [],
              "partial": torch.zeros(3, dtype=torch.float64), "partial_time": 0.0}
     if ckpt_path is not None:
         ckpt = checkpoint.load(ckpt_path)
@@ -427,9 +428,11 @@ def evaluate_run(run_dir, split: str = "test", data_dir=None, device: str = "aut
     model = build_model(cfg, splits.num_classes, splits.channels)
     model.load_state_dict(checkpoint.load(ckpt_path)["model"])
     model.to(dev)
+    if cfg.channels_last:  # the run's memory format: 1.5-2x faster for the small models on the CPU
+        model = model.to(memory_format=torch.channels_last)
     part = splits.test if split == "test" else splits.val
     loader = DeviceLoader(part.images, part.labels, cfg.eval_batch_size, False, dev, splits.mean, splits.std,
-                          cfg.resolution)
+                          cfg.resolution, channels_last=cfg.channels_last)
     amp = cfg.amp and (dev.type != "cpu" or cpu_has_bf16())
     r = evaluate(model, loader, nn.CrossEntropyLoss(), splits.num_classes, amp=amp)
     res = {"acc": round(r["acc"], 3), "loss": round(r["loss"], 5), "n": r["n"], "split": split,

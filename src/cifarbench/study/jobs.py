@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
@@ -89,9 +89,30 @@ def run_side_by_side(fn: Callable[[TrainConfig], Any], items: Iterable[tuple[Any
     queue = ctx.Queue()
     for s in slots:
         queue.put(s)
-    with ProcessPoolExecutor(max_workers=len(slots), mp_context=ctx, initializer=_init_slot,
-                             initargs=(queue,)) as pool:
-        futures = {pool.submit(_run_in_slot, fn, cfg): key for key, cfg in items}
-        for fut in as_completed(futures):
-            err = fut.exception()
-            yield futures[fut], (None if err else fut.result()), err
+    pool = ProcessPoolExecutor(max_workers=len(slots), mp_context=ctx, initializer=_init_slot, initargs=(queue,))
+    # One run in flight per slot, the next submitted only once the caller has taken a result: on Ctrl-C,
+    # or when the caller stops on an interrupted run, no queued run may start. (Submitting everything up
+    # front, with `with ProcessPoolExecutor`, let an interrupted study go on training the next models:
+    # the pool hands queued work to its processes ahead of time and waits for all of it on exit.)
+    todo = iter(items)
+    running: dict = {}
+
+    def submit_next() -> None:
+        for key, cfg in todo:
+            running[pool.submit(_run_in_slot, fn, cfg)] = key
+            return
+
+    try:
+        for _ in slots:
+            submit_next()
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                key = running.pop(fut)
+                err = fut.exception()
+                yield key, (None if err else fut.result()), err
+                submit_next()
+    finally:
+        # the runs in flight finish their step: Ctrl-C reaches the whole process group, and each run
+        # checkpoints and stops on it
+        pool.shutdown(wait=True, cancel_futures=True)

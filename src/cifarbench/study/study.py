@@ -17,6 +17,7 @@ and re-queues sweep trials that an interrupt or a dead worker left behind.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import statistics
@@ -212,17 +213,20 @@ def _stage_final(state: StudyState, jobs: int, data_dir, device, train_fn) -> No
     state.save()
     if todo:
         log.info(f"final: {len(todo)} run(s), {jobs} at a time")
-    for (model, seed), res, err in run_side_by_side(train_fn or _final_train, todo, device_slots(jobs, device)):
-        entry = next(e for e in state.model(model)["finals"] if e["seed"] == seed)
-        if err is not None:
-            if sw.is_interrupt(err):
-                raise err
-            entry.update(state="failed", error=f"{type(err).__name__}: {err}")
-            log.warn(f"final {model} seed {seed} failed: {err}")
-        else:
-            ok = res.get("status") == "finished"
-            entry.update(state="complete" if ok else "failed", val_acc=res.get("best_val_acc"), status=res.get("status"))
-        state.save()
+    runs = run_side_by_side(train_fn or _final_train, todo, device_slots(jobs, device))
+    with contextlib.closing(runs):  # on an interrupt, close it at once: the queued runs are cancelled
+        for (model, seed), res, err in runs:
+            entry = next(e for e in state.model(model)["finals"] if e["seed"] == seed)
+            if err is not None:
+                if sw.is_interrupt(err):
+                    raise err
+                entry.update(state="failed", error=f"{type(err).__name__}: {err}")
+                log.warn(f"final {model} seed {seed} failed: {err}")
+            else:
+                ok = res.get("status") == "finished"
+                entry.update(state="complete" if ok else "failed", val_acc=res.get("best_val_acc"),
+                             status=res.get("status"))
+            state.save()
     failed = [f"{m}/seed{e['seed']}" for m, d in state.data["models"].items() for e in d["finals"] if e["state"] != "complete"]
     state.stage("final", "done" if not failed else "running")
     if failed:
@@ -308,9 +312,20 @@ def run_study(config_or_preset: str | Path, output: str | Path | None = None, da
             state.data["data"] = overview
     state.save()
 
-    _stage_sweep(state, storage, jobs, data_dir, device, train_fn, poll)
-    _stage_final(state, jobs, data_dir, device, train_fn)
-    _stage_test(state, data_dir, device, evaluate_fn)
+    try:
+        _stage_sweep(state, storage, jobs, data_dir, device, train_fn, poll)
+        _stage_final(state, jobs, data_dir, device, train_fn)
+        _stage_test(state, data_dir, device, evaluate_fn)
+    except (KeyboardInterrupt, CifarbenchError) as e:
+        if not sw.is_interrupt(e):
+            raise
+        from cifarbench.engine import Interrupted
+
+        # a run's own message names `cifarbench train --resume`; a study resumes as a whole
+        stage = next((k for k, v in state.data["stages"].items() if v != "done"), "?")
+        raise Interrupted(f"study {spec.name} interrupted in its {stage} stage; finished runs are kept and "
+                          f"interrupted ones continue from their checkpoints: rerun the same command to resume "
+                          f"({study_dir})") from None
     files = _stage_report(state)
     seeds = len(spec.seeds)
     ok = all((m.get("test") or {}).get("n") == seeds for m in state.data["models"].values())
