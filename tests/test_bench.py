@@ -117,13 +117,36 @@ def test_fast_on_cpu_follows_the_measured_table(monkeypatch):
     monkeypatch.setattr("cifarbench.engine.env.cpu_has_bf16", lambda: True)
     for model, family in (("resnet18", "resnet"), ("mobilenet_v2_x0_5", "mobilenet_v2"),
                           ("shufflenet_v2_x0_5", "shufflenet_v2")):
-        cfg = apply_fast(TrainConfig(model=model, device="cpu"))
+        cfg = apply_fast(TrainConfig(model=model, device="cpu", batch_size=256))  # above every bf16 threshold
         want = fast.CPU_TABLE[family]
         for lever in ("amp", "channels_last", "compile"):
             assert getattr(cfg, lever) == want.get(lever, False), (model, lever)
-    # the measured reasons, as documented: bf16 for resnet/mobilenet, not for shufflenet
-    assert apply_fast(TrainConfig(model="mobilenet_v2_x0_5", device="cpu")).amp is True
-    assert apply_fast(TrainConfig(model="shufflenet_v2_x0_5", device="cpu")).amp is False
+    # the measured reasons, as documented: bf16 for resnet, never for shufflenet
+    assert apply_fast(TrainConfig(model="resnet18", device="cpu", stem="cifar-s2")).amp is True
+    assert apply_fast(TrainConfig(model="shufflenet_v2_x0_5", device="cpu", batch_size=1024)).amp is False
+
+
+def test_fast_on_cpu_gives_mobilenet_bf16_only_with_large_activations(monkeypatch):
+    # measured: bf16 + channels_last lost to channels_last alone at batch 64 (stem cifar, 65,536 pixels after
+    # the stem) and with stem cifar-s2 up to batch 256; it won at batch 128 and 256 with stem cifar
+    monkeypatch.setattr("cifarbench.engine.env.cpu_has_bf16", lambda: True)
+
+    def amp(**kw):
+        cfg = apply_fast(TrainConfig(model="mobilenet_v2_x0_5", device="cpu", **kw))
+        assert cfg.channels_last is True
+        return cfg.amp
+
+    assert amp(batch_size=64, stem="cifar") is False
+    assert amp(batch_size=64, stem="cifar-s2") is False and amp(batch_size=256, stem="cifar-s2") is False
+    assert amp(batch_size=128, stem="cifar") is True and amp(batch_size=256, stem="cifar") is True
+    assert amp(batch_size=64, stem="imagenet", resolution=224) is True  # 56 x 56 after the stem
+    assert fast_settings("mobilenet_v2_x0_5", "cpu", cpu_bf16=True).get("amp") is None  # size unknown: no bf16
+
+
+def test_batch_pixels_uses_each_stems_stride():
+    assert fast.batch_pixels(64, "cifar", None) == 64 * 32 * 32
+    assert fast.batch_pixels(64, "cifar-s2", 32) == 64 * 16 * 16
+    assert fast.batch_pixels(2, "imagenet", 224) == 2 * 56 * 56
 
 
 def test_fast_never_uses_bf16_on_a_cpu_without_it(monkeypatch):

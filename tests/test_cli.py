@@ -59,3 +59,13 @@ def test_train_and_eval_commands_end_to_end(tmp_path, capsys, monkeypatch):
     assert main(["eval", str(out), "--split", "val", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["split"] == "val" and res["n"] == 128
+
+
+def test_compile_takes_an_optional_mode(capsys):
+    assert _cfg(["--compile"]).compile is True
+    assert _cfg(["--compile", "reduce-overhead"]).compile == "reduce-overhead"
+    assert _cfg([]).compile is False
+    assert main(["train", "--compile", "fastest"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: --compile 'fastest': choose one of default, reduce-overhead")
+    assert main(["-q", "bench", "--models", "resnet18", "--compile", "fastest", "--device", "cpu"]) == 2
+    assert "--compile 'fastest'" in capsys.readouterr().err

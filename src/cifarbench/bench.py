@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from cifarbench import log
+from cifarbench.config import compile_mode
 from cifarbench.errors import CifarbenchError
 
 COLUMNS = [
@@ -289,7 +290,7 @@ def _build(name: str, stem: str, num_classes: int, in_chans: int) -> torch.nn.Mo
 
 
 def bench_model(name: str, *, stem: str, resolution: int, batch_size: int, device: torch.device, amp: bool,
-                channels_last: bool, compile: bool, export: str | None, repeats: int, num_classes: int = 10,
+                channels_last: bool, compile: bool | str, export: str | None, repeats: int, num_classes: int = 10,
                 in_chans: int = 3, window_s: float | None = None, latency_s: float | None = None) -> dict:
     """Measure one model; raises on failure (``run_bench`` turns that into the row's error)."""
     from cifarbench.models.profile import count_macs
@@ -309,7 +310,7 @@ def bench_model(name: str, *, stem: str, resolution: int, batch_size: int, devic
         model = model.to(device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        net = torch.compile(model) if compile else model
+        net = torch.compile(model, mode=compile_mode(compile)) if compile else model
         t = throughput(make_train_step(net, x, y, amp), batch_size, device, warmup=warmup, repeats=repeats,
                        window_s=window_s)
     row.update(train_img_s=t["img_s"], peak_mem_mb=mem.mb, mem_method=mem.method)
@@ -337,7 +338,7 @@ def bench_model(name: str, *, stem: str, resolution: int, batch_size: int, devic
 
 
 def run_bench(models, stem: str = "cifar", resolution: int = 32, batch_size: int = 256, device: str = "auto",
-              amp: bool = False, channels_last: bool = False, compile: bool = False, export: str | None = None,
+              amp: bool = False, channels_last: bool = False, compile: bool | str = False, export: str | None = None,
               threads: int | None = None, repeats: int = 5, *, window_s: float | None = None,
               latency_s: float | None = None) -> list[dict]:
     """Benchmark each model in turn; one row per model, every row with every column of ``COLUMNS``.
@@ -359,6 +360,8 @@ def run_bench(models, stem: str = "cifar", resolution: int = 32, batch_size: int
         raise CifarbenchError(f"--export {export!r}: only 'onnx' is supported")
     if threads is not None and threads < 1:
         raise CifarbenchError(f"--threads {threads}: must be at least 1")
+    if compile:
+        compile_mode(compile)  # an unknown mode fails here, not once per model
     dev = resolve_device(device)
 
     old_threads = torch.get_num_threads()

@@ -129,7 +129,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=S, help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--amp", action="store_true", default=S, help="bf16 autocast")
     p.add_argument("--channels-last", action="store_true", default=S)
-    p.add_argument("--compile", action="store_true", default=S, help="torch.compile (falls back to eager on failure)")
+    p.add_argument("--compile", nargs="?", const=True, default=S, metavar="MODE",
+                   help="torch.compile, falling back to eager on failure; MODE: default, reduce-overhead (CUDA "
+                        "graphs), max-autotune or max-autotune-no-cudagraphs")
     p.add_argument("--fast", action="store_true", default=S, help="the measured-fastest settings for this device")
     p.add_argument("--threads", type=int, default=S)
     p.add_argument("--output", "-o", default=S, help="run folder")
@@ -324,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", action="store_true")
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
+                   help="torch.compile the model; MODE as for train (reduce-overhead: CUDA graphs)")
     p.add_argument("--export", choices=["onnx"], default=None,
                    help="also export to ONNX (opset 17) and time batch-1 latency in ONNX Runtime on the CPU")
     p.add_argument("--threads", type=int, default=None)

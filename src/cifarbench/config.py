@@ -24,6 +24,18 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 SCHEDULES = ("plateau", "cosine", "onecycle", "step", "none")
 STEMS = ("imagenet", "cifar", "cifar-s2")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+# torch.compile's modes. "reduce-overhead" adds CUDA graphs: the lever for small models whose GPU step is
+# bound by kernel launches (BENCHMARKS.md, "GPU"); on the CPU it compiles like "default".
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_mode(value: bool | str) -> str | None:
+    """torch.compile's ``mode`` for a ``compile`` setting (True or a mode name); None means its default."""
+    if value is True or value == "default":
+        return None
+    if value not in COMPILE_MODES:
+        raise CifarbenchError(f"--compile {value!r}: choose one of {', '.join(COMPILE_MODES)}")
+    return value
 
 
 @dataclass
@@ -60,7 +72,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = False
     channels_last: bool = False
-    compile: bool = False
+    compile: bool | str = False  # True, or one of COMPILE_MODES
     threads: int | None = None
     output: str | None = None
     resume: str | None = None  # None, "auto" or a checkpoint path
@@ -116,6 +128,8 @@ class TrainConfig:
             bad(f"--warmup-epochs {self.warmup_epochs}: must be in [0, epochs={self.epochs})")
         if self.threads is not None and self.threads < 1:
             bad(f"--threads {self.threads}: must be at least 1")
+        if self.compile:
+            compile_mode(self.compile)
         if self.val_size is not None and self.val_size < 0:
             bad(f"--val-size {self.val_size}: must not be negative")
         if self.train_subset is not None and self.train_subset < 1:

@@ -72,6 +72,7 @@ def test_existing_run_needs_resume(tmp_path, tiny_splits):
     (dict(opt="lion"), "--opt 'lion'"),
     (dict(lr=float("nan")), "--lr"),
     (dict(warmup_epochs=5), "--warmup-epochs"),
+    (dict(compile="fastest"), "--compile 'fastest'"),
 ])
 def test_impossible_configs_are_refused_before_work(tmp_path, tiny_splits, changes, message):
     with pytest.raises(CifarbenchError, match=message):
@@ -167,3 +168,17 @@ def test_without_a_validation_split_the_best_epoch_is_the_lowest_train_loss(tmp_
     losses = [float(r["train_loss"]) for r in _rows(tmp_path / "run")]
     assert res["best_epoch"] == 1 + losses.index(min(losses))  # was 0: no epoch ever beat the initial score
     assert res["best_val_acc"] is None and res["test_acc"] is not None
+
+
+def test_compile_mode_reaches_torch_compile_and_a_failure_falls_back_to_eager(tmp_path, tiny_splits, monkeypatch):
+    seen = []
+
+    def fake_compile(model, mode=None):  # records the mode, then fails the way a missing C compiler does
+        seen.append(mode)
+        raise RuntimeError("no C compiler")
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    res = train(_cfg(tmp_path, epochs=1, compile="reduce-overhead"), splits=tiny_splits)
+    assert seen == ["reduce-overhead"] and res["status"] == "finished"
+    train(_cfg(tmp_path, epochs=1, compile=True, output=str(tmp_path / "run2")), splits=tiny_splits)
+    assert seen[-1] is None  # plain --compile: torch's default mode

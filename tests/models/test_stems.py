@@ -161,3 +161,18 @@ def test_family_patterns():
     assert {stems.family_of(n) for n in ("resnet18", "resnext50_32x4d", "wide_resnet50_2")} == {"resnet"}
     assert stems.family_of("mobilenet_v2_x0_5") == "mobilenet_v2"
     assert stems.family_of("efficientnet_v2_s") == "efficientnet"
+
+
+def test_stem_strides_used_by_the_fast_path_match_the_models():
+    # engine.fast decides bf16 from the activation size after the stem, so its stride table must be true
+    from cifarbench.engine.fast import STEM_STRIDE
+
+    assert set(STEM_STRIDE) == set(STEMS)
+    x = torch.zeros(1, 3, 32, 32)
+    for stem, stride in STEM_STRIDE.items():
+        m = create_model("shufflenet_v2_x0_5", stem=stem).eval()
+        with torch.no_grad():
+            assert m.maxpool(m.conv1(x)).shape[-1] == 32 // stride, stem
+        r = create_model("resnet18", stem=stem).eval()
+        with torch.no_grad():
+            assert r.maxpool(r.relu(r.bn1(r.conv1(x)))).shape[-1] == 32 // stride, stem

@@ -12,26 +12,35 @@ from __future__ import annotations
 from cifarbench import log
 from cifarbench.config import TrainConfig
 
-# CPU: 2-core AMD EPYC with AVX-512 BF16, torch 2.14.1, 32 px, batch 256, training step on random data,
-# ratio to eager fp32 in the same command, median of 3 interleaved windows, 1 thread (benchmarks/cpu_levers.py;
-# BENCHMARKS.md "Fast path" has the commands and the raw numbers):
+# CPU: 2-core AMD EPYC with AVX-512 BF16, torch 2.14.1, 2 threads, training step on random data, ratio to eager
+# fp32 in the same command, median of 3 interleaved windows (benchmarks/cpu_levers.py; BENCHMARKS.md "CPU levers"
+# has the commands and the whole matrix: 3 models x stems cifar / cifar-s2 x batch 64 / 256).
 CPU_TABLE: dict[str, dict] = {
-    # resnet18 stem cifar-s2: bf16 2.16x, bf16 + channels_last 2.27x (stem cifar, lead: bf16 35 -> 81 img/s).
+    # resnet18: bf16 + channels_last won in all 4 cells, 1.80x-2.52x (channels_last alone 1.08x-1.28x).
     "resnet": {"amp": True, "channels_last": True},
-    # mobilenet_v2_x0_5 stem cifar: channels_last 1.75x, bf16 2.06x, bf16 + channels_last 2.50x.
+    # mobilenet_v2_x0_5: channels_last won everywhere (1.56x-1.94x); bf16 on top only pays with large
+    # activations (CPU_BF16_FROM below): stem cifar at batch 128 / 256 3.05x / 2.36x, but at batch 64 1.43x
+    # against channels_last's 1.56x, and with stem cifar-s2 0.96x / 1.12x against 1.64x / 1.79x.
     "mobilenet_v2": {"amp": True, "channels_last": True},
-    # shufflenet_v2_x0_5 stem cifar: channels_last 1.45-1.55x (1.22x at 2 threads); bf16 0.82x at 2 threads
-    # (lead: 583 -> 517 img/s) and bf16 + channels_last below channels_last alone: its depthwise convs,
-    # shuffles and concats are memory-bound, so bf16 only adds casts.
+    # shufflenet_v2_x0_5: channels_last 1.28x-1.75x; bf16 lost in every cell (0.77x-0.93x, with channels_last
+    # 0.83x-0.92x): its depthwise convs, shuffles and concats are memory-bound, so bf16 only adds casts.
     "shufflenet_v2": {"channels_last": True},
 }
+# Families whose bf16 pays only above a batch activation size: batch x (pixels after the stem), where the
+# stem divides each side by its stride (imagenet 4, cifar 1, cifar-s2 2). For mobilenet_v2 the measured
+# winners: channels_last alone at 16,384 (cifar-s2, b64) and 65,536 (cifar b64, cifar-s2 b256); bf16 +
+# channels_last at 131,072 (cifar b128), 262,144 (cifar b256) and 200,704 (imagenet stem at 224 px, b64).
+CPU_BF16_FROM: dict[str, int] = {"mobilenet_v2": 131_072}
+STEM_STRIDE = {"imagenet": 4, "cifar": 1, "cifar-s2": 2}  # cifarbench.models.stems, "stem stride"
 # A family not in the table: channels_last, the one lever that never lost in these measurements.
 CPU_DEFAULT: dict = {"channels_last": True}
 # CPUs without native bf16 (no avx512_bf16 / amx_bf16) get no amp: emulated bf16 is slower than fp32.
 # No compile on the CPU: for shufflenet_v2_x0_5 inductor took 88 s (cold cache) to compile the training
 # step and then ran 1.07x faster than eager channels_last; that pays only after ~20 min of training.
-# threads stay torch's default: with the cores shared, two spinning OpenMP threads ran at 0.27x of one,
-# but on an idle machine two should win; that is the environment's business (OMP_WAIT_POLICY), not a config's.
+# threads stay torch's default (all cores): on the idle machine two threads beat one at batch 64, with
+# channels_last, for shufflenet_v2_x0_5 (612 vs 402 img/s) and mobilenet_v2_x0_5 cifar-s2 (780 vs 502). With
+# the cores shared, two spinning OpenMP threads ran at 0.27x of one; that is the environment's business
+# (OMP_WAIT_POLICY, or a study's one thread per job), not a config's.
 
 # CUDA: one H200, torch 2.11, 32 px, batch 256, `cifarbench bench` training images/s, median of 5
 # (benchmarks/gpu.sh; BENCHMARKS.md "GPU"). fp32 / bf16 / channels_last / bf16 + channels_last:
@@ -55,17 +64,27 @@ def model_family(name: str) -> str:
     return family(name)
 
 
-def fast_settings(model: str, device_type: str, cpu_bf16: bool | None = None) -> dict:
-    """The levers ``--fast`` switches on for ``model`` on a device of ``device_type`` ("cpu", "cuda", "mps")."""
+def batch_pixels(batch_size: int, stem: str, resolution: int | None) -> int:
+    """Pixels per batch after the stem: the activation size that decides whether bf16 pays on the CPU."""
+    side = (resolution or 32) // STEM_STRIDE.get(stem, 1)  # None: the dataset's size, 32 for CIFAR (28 for
+    return batch_size * side * side                        # Fashion-MNIST falls on the same side of the thresholds)
+
+
+def fast_settings(model: str, device_type: str, cpu_bf16: bool | None = None, pixels: int | None = None) -> dict:
+    """The levers ``--fast`` switches on for ``model`` on a device of ``device_type`` ("cpu", "cuda", "mps").
+
+    ``pixels`` is :func:`batch_pixels` of the run; unknown (None), a family in ``CPU_BF16_FROM`` gets no bf16.
+    """
     if device_type == "cuda":
         return dict(CUDA_TABLE.get(model_family(model), CUDA_DEFAULT))
     if device_type == "cpu":
-        settings = dict(CPU_TABLE.get(model_family(model), CPU_DEFAULT))
+        family = model_family(model)
+        settings = dict(CPU_TABLE.get(family, CPU_DEFAULT))
         if cpu_bf16 is None:
             from cifarbench.engine.env import cpu_has_bf16
 
             cpu_bf16 = cpu_has_bf16()
-        if not cpu_bf16:
+        if not cpu_bf16 or (family in CPU_BF16_FROM and (pixels or 0) < CPU_BF16_FROM[family]):
             settings.pop("amp", None)
         return settings
     return {}  # mps and others: nothing measured yet, so nothing changed
@@ -81,7 +100,8 @@ def _device_type(device: str) -> str:
 
 def apply_fast(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with the fast levers for its model and device switched on (see the tables above)."""
-    settings = fast_settings(cfg.model, _device_type(cfg.device))
+    settings = fast_settings(cfg.model, _device_type(cfg.device),
+                             pixels=batch_pixels(cfg.batch_size, cfg.stem, cfg.resolution))
     changes = {k: v for k, v in settings.items() if v and not getattr(cfg, k)}
     if changes:
         log.info("--fast: " + ", ".join(f"{k}={v}" for k, v in changes.items()))

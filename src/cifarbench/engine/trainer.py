@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from cifarbench import log
-from cifarbench.config import TrainConfig, read_json, write_json
+from cifarbench.config import TrainConfig, compile_mode, read_json, write_json
 from cifarbench.engine import checkpoint, distributed
 from cifarbench.engine.env import check_amp, cpu_has_bf16, environment, resolve_device
 from cifarbench.engine.loader import DeviceLoader
@@ -280,7 +280,7 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
     if ctx.enabled:
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
-        train_model = _compile(train_model, model, train_loader, criterion, cfg.amp)
+        train_model = _compile(train_model, model, train_loader, criterion, cfg.amp, compile_mode(cfg.compile))
 
     env = environment(device)
     base = {"model": cfg.model, "dataset": cfg.dataset, "stem": cfg.stem, "resolution": resolution,
@@ -394,10 +394,10 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
     return results
 
 
-def _compile(train_model, model, loader, criterion, amp):
+def _compile(train_model, model, loader, criterion, amp, mode=None):
     """torch.compile with a warm-up step; on failure say so and fall back to eager."""
     try:
-        compiled = torch.compile(train_model)
+        compiled = torch.compile(train_model, mode=mode)
         saved = copy.deepcopy(model.state_dict())  # the warm-up step must not change the weights or BN stats
         x, y = next(loader.iterate(0))
         with torch.autocast(loader.device.type, dtype=torch.bfloat16) if amp else nullcontext():
