@@ -19,10 +19,10 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from cifarbench.errors import CifarbenchError
+from cifarbench.models import STEMS  # the one definition, torch-free
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 SCHEDULES = ("plateau", "cosine", "onecycle", "step", "none")
-STEMS = ("imagenet", "cifar", "cifar-s2")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # torch.compile's modes. "reduce-overhead" adds CUDA graphs: the lever for small models whose GPU step is
 # bound by kernel launches (BENCHMARKS.md, "GPU"); on the CPU it compiles like "default".

@@ -165,7 +165,7 @@ def test_family_patterns():
 
 def test_stem_strides_used_by_the_fast_path_match_the_models():
     # engine.fast decides bf16 from the activation size after the stem, so its stride table must be true
-    from cifarbench.engine.fast import STEM_STRIDE
+    from cifarbench.models import STEM_STRIDE
 
     assert set(STEM_STRIDE) == set(STEMS)
     x = torch.zeros(1, 3, 32, 32)

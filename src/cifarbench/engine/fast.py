@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from cifarbench import log
 from cifarbench.config import TrainConfig
+from cifarbench.models import STEM_STRIDE
 
 # CPU: 2-core AMD EPYC with AVX-512 BF16, torch 2.14.1, 2 threads, training step on random data, ratio to eager
 # fp32 in the same command, median of 3 interleaved windows (benchmarks/cpu_levers.py; BENCHMARKS.md "CPU levers"
@@ -31,7 +32,6 @@ CPU_TABLE: dict[str, dict] = {
 # winners: channels_last alone at 16,384 (cifar-s2, b64) and 65,536 (cifar b64, cifar-s2 b256); bf16 +
 # channels_last at 131,072 (cifar b128), 262,144 (cifar b256) and 200,704 (imagenet stem at 224 px, b64).
 CPU_BF16_FROM: dict[str, int] = {"mobilenet_v2": 131_072}
-STEM_STRIDE = {"imagenet": 4, "cifar": 1, "cifar-s2": 2}  # cifarbench.models.stems, "stem stride"
 # A family not in the table: channels_last, the one lever that never lost in these measurements.
 CPU_DEFAULT: dict = {"channels_last": True}
 # CPUs without native bf16 (no avx512_bf16 / amx_bf16) get no amp: emulated bf16 is slower than fp32.

@@ -5,9 +5,12 @@ read ``STEMS`` for its argument parser without paying for ``import torch``.
 """
 from __future__ import annotations
 
-STEMS = ("imagenet", "cifar", "cifar-s2")  # documented in cifarbench.models.stems (which re-checks this tuple)
+# How much each stem shrinks a side before the first stage (the "stem stride" column of the table in
+# cifarbench.models.stems; tests/models/test_stems.py checks it against the built models).
+STEM_STRIDE = {"imagenet": 4, "cifar": 1, "cifar-s2": 2}
+STEMS = tuple(STEM_STRIDE)  # documented in cifarbench.models.stems (which re-checks this tuple)
 
-__all__ = ["STEMS", "create_model", "list_models"]
+__all__ = ["STEMS", "STEM_STRIDE", "create_model", "list_models"]
 
 
 def __getattr__(name: str):
