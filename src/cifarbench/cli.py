@@ -116,11 +116,20 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-size", type=int, default=S)
     p.add_argument("--train-subset", type=int, default=S, help="train on a stratified subset of N images")
     p.add_argument("--augment", choices=["crop-flip", "flip", "none"], default=S)
+    p.add_argument("--cutout", type=int, default=S, metavar="PX",
+                   help="one PX x PX square per training image set to the mean colour, on the device")
     p.add_argument("--opt", default=S, help="sgd, momentum, nesterov, adam or adamw")
     p.add_argument("--lr", type=float, default=S)
     p.add_argument("--momentum", type=float, default=S)
     p.add_argument("--weight-decay", "--wd", type=float, default=S)
     p.add_argument("--label-smoothing", type=float, default=S)
+    p.add_argument("--wd-norm-bias", action=argparse.BooleanOptionalAction, default=S,
+                   help="weight decay on norm weights and biases too (default); --no-wd-norm-bias exempts them")
+    p.add_argument("--model-ema", action="store_true", default=S,
+                   help="keep an exponential moving average of the weights; evaluate and select with it")
+    p.add_argument("--model-ema-decay", type=float, default=S, help="EMA decay (default 0.999, warmed up)")
+    p.add_argument("--tta", choices=["none", "flip", "flip-translate"], default=S,
+                   help="also report test-time-augmented val and test accuracy, beside the plain figures")
     p.add_argument("--sched", default=S, help="plateau, cosine, onecycle, step or none")
     p.add_argument("--patience", type=int, default=S)
     p.add_argument("--factor", type=float, default=S)
@@ -134,6 +143,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                         "graphs), max-autotune or max-autotune-no-cudagraphs")
     p.add_argument("--fast", action="store_true", default=S, help="the measured-fastest settings for this device")
     p.add_argument("--threads", type=int, default=S)
+    p.add_argument("--sync-bn", action="store_true", default=S,
+                   help="DDP: torch.nn.SyncBatchNorm (CUDA only); without it BN buffers are averaged across ranks")
+    p.add_argument("--log", choices=["none", "tensorboard"], default=S,
+                   help="tensorboard: event files in the run folder (needs cifarbench[tensorboard])")
     p.add_argument("--output", "-o", default=S, help="run folder")
     p.add_argument("--resume", nargs="?", const="auto", default=S, help="'auto' (the run in --output) or a checkpoint path")
 

@@ -24,6 +24,8 @@ from cifarbench.models import STEMS  # the one definition, torch-free
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 SCHEDULES = ("plateau", "cosine", "onecycle", "step", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+TTA_MODES = ("none", "flip", "flip-translate")
+LOGGERS = ("none", "tensorboard")
 # torch.compile's modes. "reduce-overhead" adds CUDA graphs: the lever for small models whose GPU step is
 # bound by kernel launches (BENCHMARKS.md, "GPU"); on the CPU it compiles like "default".
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -55,12 +57,18 @@ class TrainConfig:
     val_size: int | None = None  # None: the dataset's default (5,000 for CIFAR-10)
     train_subset: int | None = None  # stratified subset of the training split, for quick runs
     augment: str = "crop-flip"  # crop-flip | flip | none
+    cutout: int = 0  # side in pixels of a square set to the mean colour, one per training image (0: off)
     # optimizer
     opt: str = "nesterov"
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
+    wd_norm_bias: bool = True  # False: no weight decay on norm weights and biases (1-d parameters)
+    # weight EMA: evaluation, selection and best.pt's eval weights use the average (timm's --model-ema)
+    model_ema: bool = False
+    model_ema_decay: float = 0.999  # warmed up: min(decay, (1 + step) / (10 + step))
+    tta: str = "none"  # none | flip | flip-translate: extra accuracies at the end, beside the plain ones
     # schedule
     sched: str = "onecycle"
     patience: int = 3
@@ -73,6 +81,8 @@ class TrainConfig:
     amp: bool = False
     channels_last: bool = False
     compile: bool | str = False  # True, or one of COMPILE_MODES
+    sync_bn: bool = False  # DDP: torch.nn.SyncBatchNorm (CUDA only); else BN buffers are averaged across ranks
+    log: str = "none"  # none | tensorboard: event files in the run folder
     threads: int | None = None
     output: str | None = None
     resume: str | None = None  # None, "auto" or a checkpoint path
@@ -108,6 +118,14 @@ class TrainConfig:
             bad(f"--device {self.device!r}: choose one of {', '.join(DEVICES)} (or cuda:N)")
         if self.augment not in ("crop-flip", "flip", "none"):
             bad(f"augment {self.augment!r}: choose crop-flip, flip or none")
+        if self.cutout < 0:
+            bad(f"--cutout {self.cutout}: must not be negative")
+        if not 0 < self.model_ema_decay < 1:
+            bad(f"--model-ema-decay {self.model_ema_decay}: must be in (0, 1)")
+        if self.tta not in TTA_MODES:
+            bad(f"--tta {self.tta!r}: choose one of {', '.join(TTA_MODES)}")
+        if self.log not in LOGGERS:
+            bad(f"--log {self.log!r}: choose one of {', '.join(LOGGERS)}")
         if self.epochs < 1:
             bad(f"--epochs {self.epochs}: must be at least 1")
         if self.batch_size < 1 or self.eval_batch_size < 1:

@@ -74,3 +74,29 @@ def test_resolution_resizes_on_device_and_channels_last():
     x, _ = next(iter(_loader(resolution=16, channels_last=True)))
     assert x.shape == (8, 3, 16, 16)
     assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_cutout_paints_one_clipped_square_of_the_mean_colour_per_image():
+    images = torch.full((64, 3, 8, 8), 200, dtype=torch.uint8)
+    mean = (0.2, 0.4, 0.6)
+    loader = DeviceLoader(images, torch.zeros(64, dtype=torch.int64), 64, True, "cpu", mean, (1.0,) * 3,
+                          augment="none", cutout=4, seed=0)
+    x, _ = next(iter(loader))
+    painted = torch.isclose(x, torch.zeros(()), atol=1e-3)  # the mean colour normalises to 0
+    assert torch.equal(painted[:, 0], painted[:, 1]) and torch.equal(painted[:, 0], painted[:, 2])  # all channels
+    per_image = painted[:, 0].flatten(1).sum(1)
+    assert per_image.min() >= 1 and per_image.max() == 16  # clipped at the border, never bigger than 4x4
+    for m in painted[:, 0]:  # one axis-aligned rectangle: its bounding box is full
+        rows, cols = m.any(1).nonzero().flatten(), m.any(0).nonzero().flatten()
+        assert m.sum() == len(rows) * len(cols) and rows.diff().eq(1).all() and cols.diff().eq(1).all()
+    assert (x[~painted] > 0).all()  # everything else untouched
+
+
+def test_cutout_off_keeps_the_random_stream_of_runs_without_it():
+    a, b = _loader(seed=5), _loader(seed=5, cutout=0)
+    for (xa, _), (xb, _) in zip(a, b):
+        assert torch.equal(xa, xb)
+    c = _loader(seed=5, cutout=3)  # on: the same crops and flips, plus the squares
+    (xa, ya), (xc, yc) = next(iter(a)), next(iter(c))
+    assert torch.equal(ya, yc) and not torch.equal(xa, xc)
+    assert ((xa != xc).flatten(1).sum(1) <= 3 * 3 * 3).all()

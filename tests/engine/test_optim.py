@@ -39,3 +39,20 @@ def test_plateau_is_torchs_reduce_on_plateau_and_reduces_lr():
     for _ in range(3):
         s.step(1.0)  # no improvement
     assert o.param_groups[0]["lr"] == pytest.approx(0.1)
+
+
+def test_no_wd_norm_bias_exempts_one_dimensional_parameters():
+    from cifarbench.engine.optim import param_groups
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2))
+    assert len(param_groups(model, TrainConfig())) == 6  # the default: one group, decay on everything
+    decay, no_decay = param_groups(model, TrainConfig(wd_norm_bias=False))
+    assert [p.shape for p in decay["params"]] == [torch.Size([4, 3, 3, 3]), torch.Size([2, 4])]
+    assert len(no_decay["params"]) == 4 and no_decay["weight_decay"] == 0.0
+    o = build_optimizer(TrainConfig(wd_norm_bias=False, weight_decay=0.5, opt="sgd", lr=1.0), [decay, no_decay])
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    before = [p.detach().clone() for p in model.parameters()]
+    o.step()  # zero gradients: only weight decay moves anything
+    moved = [not torch.equal(a, p) for a, p in zip(before, model.parameters())]
+    assert moved == [True, False, False, False, True, False]

@@ -44,8 +44,8 @@ def _wait_for_epochs(out, n, proc, timeout=240):
     raise AssertionError("timed out waiting for an epoch")
 
 
-def _weights(out):
-    return torch.load(out / "last.pt", weights_only=True)["model"]
+def _weights(out, key="model"):
+    return torch.load(out / "last.pt", weights_only=True)[key]
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +87,28 @@ def test_sigterm_finishes_the_step_saves_and_exits_nonzero_then_resumes_exactly(
     r = _run(_cmd(out, "--resume", "auto"), env)
     assert r.returncode == 0, r.stderr
     _assert_identical(_weights(out), reference)
+
+
+# The accuracy features add state (the EMA weights and its update count) and randomness (cutout's draws):
+# both must survive a kill exactly.
+FEATURES = ["--model-ema", "--model-ema-decay", "0.9", "--tta", "flip", "--cutout", "8"]
+
+
+def test_sigkill_mid_epoch_with_ema_tta_and_cutout_resumes_to_identical_weights_and_ema(tmp_path):
+    env = _env(tmp_path)
+    r = _run(_cmd(tmp_path / "reference", *FEATURES), env)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_cmd(out, *FEATURES), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_epochs(out, 1, proc)
+    time.sleep(0.5)  # into the second epoch: the kill loses a partial epoch, which the resume must replay
+    proc.kill()
+    proc.wait()
+    assert torch.load(out / "last.pt", weights_only=True)["model_ema_state"]["updates"] == 24  # 768 / 32 per epoch
+    r = _run(_cmd(out, *FEATURES, "--resume", "auto"), env)
+    assert r.returncode == 0, r.stderr
+    assert "resuming" in r.stderr
+    _assert_identical(_weights(out), _weights(tmp_path / "reference"))
+    _assert_identical(_weights(out, "model_ema"), _weights(tmp_path / "reference", "model_ema"))
+    # the EMA really is an average, not a copy of the weights
+    assert any(not torch.equal(a, b) for a, b in zip(_weights(out).values(), _weights(out, "model_ema").values()))

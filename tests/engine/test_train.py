@@ -182,3 +182,35 @@ def test_compile_mode_reaches_torch_compile_and_a_failure_falls_back_to_eager(tm
     assert seen == ["reduce-overhead"] and res["status"] == "finished"
     train(_cfg(tmp_path, epochs=1, compile=True, output=str(tmp_path / "run2")), splits=tiny_splits)
     assert seen[-1] is None  # plain --compile: torch's default mode
+
+
+def test_tta_averages_the_logits_of_its_views():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 5))
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(train_mod.tta_logits(model, x, "none"), model(x))
+    flip = train_mod.tta_logits(model, x, "flip")
+    assert torch.allclose(flip, (model(x) + model(x.flip(3))) / 2)
+    p = train_mod.TTA_SHIFT
+    padded = torch.nn.functional.pad(x, (p, p, p, p), mode="reflect")
+    a, b = padded[..., :8, :8], padded[..., 2 * p:, 2 * p:]
+    expected = 0.5 * flip + 0.125 * (model(a) + model(a.flip(3)) + model(b) + model(b.flip(3)))
+    assert torch.allclose(train_mod.tta_logits(model, x, "flip-translate"), expected, atol=1e-6)
+
+
+def test_ema_run_selects_and_saves_the_average_and_reports_tta_beside_plain(tmp_path, tiny_splits, monkeypatch):
+    res = train(_cfg(tmp_path, model_ema=True, model_ema_decay=0.9, tta="flip", cutout=4, wd_norm_bias=False),
+                splits=tiny_splits)
+    run = tmp_path / "run"
+    ckpt = torch.load(run / "best.pt", weights_only=True)
+    assert checkpoint.eval_state_dict(ckpt) is ckpt["model_ema"]
+    assert any(not torch.equal(ckpt["model"][k], ckpt["model_ema"][k]) for k in ckpt["model"])
+    # the reported figures are the EMA weights' (an evaluation of best.pt's average reproduces them), and
+    # the TTA figures sit beside the plain ones
+    monkeypatch.setattr(train_mod, "load_splits", lambda cfg: tiny_splits)
+    again = evaluate_run(run, split="val")
+    assert again["acc"] == res["val_acc"] and again["acc_tta"] == res["val_acc_tta"]
+    assert res["val_acc_tta"] is not None and res["test_acc_tta"] is not None and res["test_acc"] is not None
+    assert res["preprocess"] == {"channels": 3, "image_size": 12, "resolution": 12,
+                                 "mean": list(tiny_splits.mean), "std": list(tiny_splits.std)}
+    assert "plain" in res["accuracy_convention"] and "EMA" in res["accuracy_convention"]

@@ -56,6 +56,11 @@ def load(path: str | Path, map_location="cpu") -> dict:
     return ckpt
 
 
+def eval_state_dict(ckpt: dict) -> dict:
+    """The weights to evaluate, predict with and export: the EMA average when the run kept one."""
+    return ckpt.get("model_ema") or ckpt["model"]
+
+
 def rng_state() -> dict:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():

@@ -38,6 +38,21 @@ class DistContext:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
+    def average_buffers(self, model: torch.nn.Module) -> None:
+        """Average floating-point buffers (BatchNorm running mean/var) over ranks, as timm's distribute_bn does.
+
+        Why: each rank updates its BN statistics on its own slice of every batch, and DDP broadcasts rank 0's
+        buffers only at the start of each forward, so after the last step the ranks disagree. Evaluating each
+        shard with its own buffers, then saving rank 0's, would report an accuracy that the checkpoint does not
+        have. After averaging, every rank holds the same buffers, which are the ones saved.
+        """
+        if not self.enabled:
+            return
+        for b in model.buffers():
+            if b.is_floating_point():
+                dist.all_reduce(b, op=dist.ReduceOp.SUM)
+                b.div_(self.world_size)
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

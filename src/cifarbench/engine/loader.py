@@ -33,7 +33,7 @@ class DeviceLoader:
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, train: bool,
                  device: torch.device | str, mean, std, resolution: int | None = None,
                  augment: str = "crop-flip", seed: int = 0, rank: int = 0, world_size: int = 1,
-                 channels_last: bool = False):
+                 channels_last: bool = False, cutout: int = 0):
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"DeviceLoader wants uint8 N×C×H×W images, got {images.dtype} {tuple(images.shape)}")
         self.device = torch.device(device)
@@ -42,12 +42,13 @@ class DeviceLoader:
         self.batch_size, self.train = batch_size, train
         self.resolution, self.augment, self.seed = resolution, augment, seed
         self.rank, self.world_size = rank, world_size
-        self.channels_last = channels_last
+        self.channels_last, self.cutout = channels_last, cutout
         c = images.shape[1]
         mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, c, 1, 1)
         std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, c, 1, 1)
         # x/255 - mean) / std == x * scale + shift: one fused multiply-add per pixel
         self.scale, self.shift = 1.0 / (255.0 * std), -mean / std
+        self.fill = (mean * 255).round().to(torch.uint8)  # cutout paints the mean colour: 0 after normalising
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -64,7 +65,13 @@ class DeviceLoader:
         perm = torch.randperm(n, generator=g)
         flip = torch.rand(n, generator=g) < 0.5
         offs = torch.randint(0, 2 * PAD + 1, (2, n), generator=g)
-        return perm.to(self.device), flip.to(self.device), offs.to(self.device)
+        # drawn only when on, and after the others: runs without cutout keep their exact random stream
+        centres = None
+        if self.cutout:
+            h, w = self.images.shape[-2:]
+            centres = torch.stack([torch.randint(0, h, (n,), generator=g), torch.randint(0, w, (n,), generator=g)])
+        return (perm.to(self.device), flip.to(self.device), offs.to(self.device),
+                centres.to(self.device) if centres is not None else None)
 
     def __iter__(self):
         return self.iterate()
@@ -72,12 +79,14 @@ class DeviceLoader:
     def iterate(self, start_step: int = 0):
         n, b, w = len(self.labels), self.batch_size, self.world_size
         if self.train:
-            perm, flip, offs = self._plan()
+            perm, flip, offs, centres = self._plan()
         for step in range(start_step, len(self)):
             lo = step * b * w + self.rank * b  # this rank's slice of the global batch
             if self.train:
                 idx = perm[lo:lo + b]
                 x = self._augment(self.images[idx], flip[idx], offs[:, idx])
+                if centres is not None:
+                    x = self._cutout(x, centres[:, idx])
             else:
                 # an uneven last global batch may leave this rank nothing: it gets an empty batch
                 idx = torch.arange(min(lo, n), min(lo + b, n), device=self.device)
@@ -97,6 +106,18 @@ class DeviceLoader:
             cidx = torch.arange(c, device=x.device).view(1, c, 1, 1)
             x = padded[bidx, cidx, rows, cols]
         return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+
+    def _cutout(self, x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+        """Cutout (DeVries & Taylor 2017), batched: a cutout x cutout square around each image's centre draw,
+        clipped at the border, set to the mean colour."""
+        h, w = x.shape[-2:]
+        lo = centres - self.cutout // 2  # [2, nb]: top row and left column of each square
+        r = torch.arange(h, device=x.device).view(1, h)
+        c = torch.arange(w, device=x.device).view(1, w)
+        rows = (r >= lo[0].view(-1, 1)) & (r < lo[0].view(-1, 1) + self.cutout)  # [nb, h]
+        cols = (c >= lo[1].view(-1, 1)) & (c < lo[1].view(-1, 1) + self.cutout)  # [nb, w]
+        mask = (rows.unsqueeze(2) & cols.unsqueeze(1)).unsqueeze(1)  # [nb, 1, h, w]
+        return torch.where(mask, self.fill, x)
 
     def _to_float(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float().mul_(self.scale).add_(self.shift)

@@ -13,6 +13,17 @@ import torch
 from cifarbench.config import TrainConfig
 
 
+def param_groups(model: torch.nn.Module, cfg: TrainConfig):
+    """The model's parameters, with norm weights and biases (every 1-d parameter) exempt from weight decay
+    when cfg.wd_norm_bias is False. Why: decaying a BatchNorm scale or a bias only shrinks what the next layer
+    must undo; timm exempts them by default."""
+    if cfg.wd_norm_bias:
+        return list(model.parameters())
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     if cfg.opt == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=0.0, weight_decay=cfg.weight_decay)

@@ -16,18 +16,22 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from cifarbench import log
 from cifarbench.config import TrainConfig, compile_mode, read_json, write_json
 from cifarbench.engine import checkpoint, distributed
 from cifarbench.engine.env import check_amp, cpu_has_bf16, environment, resolve_device
+from cifarbench.engine.ema import ModelEma
 from cifarbench.engine.loader import DeviceLoader
-from cifarbench.engine.optim import build_optimizer, build_scheduler, steps_per_batch
+from cifarbench.engine.optim import build_optimizer, build_scheduler, param_groups, steps_per_batch
 from cifarbench.errors import CifarbenchError
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time", "images_per_sec"]
 # Fields that may differ between a run and its resumption without changing what is computed.
-RESUME_FREE = {"output", "resume", "device", "threads", "data_dir", "eval_test", "compile", "eval_batch_size", "keep_best"}
+TTA_SHIFT = 2  # pixels: flip-translate adds the flip pair shifted by this much toward two opposite corners
+RESUME_FREE = {"output", "resume", "device", "threads", "data_dir", "eval_test", "compile", "eval_batch_size", "keep_best",
+               "tta", "log"}
 
 
 class Interrupted(CifarbenchError):
@@ -37,7 +41,7 @@ class Interrupted(CifarbenchError):
 # ------------------------------------------------------------------ one epoch
 def train_one_epoch(model, loader: DeviceLoader, optimizer, scheduler, criterion, *, amp: bool,
                     start_step: int = 0, sums: torch.Tensor | None = None, should_stop=lambda: False,
-                    progress: log.Progress | None = None) -> dict:
+                    progress: log.Progress | None = None, ema: ModelEma | None = None) -> dict:
     """Train over `loader` from `start_step`. Returns summed loss/correct/count as a device tensor, the steps
     done, and why it stopped early ("interrupted" or "diverged"), if it did.
 
@@ -59,6 +63,8 @@ def train_one_epoch(model, loader: DeviceLoader, optimizer, scheduler, criterion
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if ema is not None:
+            ema.update()
         if per_batch:
             scheduler.step()
         n = y.shape[0]
@@ -74,10 +80,29 @@ def train_one_epoch(model, loader: DeviceLoader, optimizer, scheduler, criterion
     return {"sums": sums, "step": step, "stopped": None}
 
 
+def tta_logits(model, x: torch.Tensor, tta: str = "none") -> torch.Tensor:
+    """Logits of one forward ("none"), or averaged over test-time views.
+
+    flip: the image and its mirror, averaged. flip-translate: half that pair, plus a quarter each of the pair
+    shifted by TTA_SHIFT pixels toward the top-left and toward the bottom-right (reflect padding), the weighting
+    airbench uses for its mirror + translate TTA.
+    """
+    if tta == "none":
+        return model(x)
+    pair = (model(x) + model(x.flip(3))) / 2
+    if tta == "flip":
+        return pair
+    p, (h, w) = TTA_SHIFT, x.shape[-2:]
+    padded = F.pad(x, (p, p, p, p), mode="reflect")
+    shifted = [padded[..., :h, :w], padded[..., 2 * p:, 2 * p:]]
+    return 0.5 * pair + sum(0.125 * (model(v) + model(v.flip(3))) for v in shifted)
+
+
 @torch.no_grad()
 def evaluate(model, loader: DeviceLoader, criterion, num_classes: int, *, amp: bool,
-             ctx: distributed.DistContext | None = None) -> dict:
-    """Loss, accuracy (%) and confusion matrix (rows: true class) over the loader's split, summed over ranks."""
+             ctx: distributed.DistContext | None = None, tta: str = "none") -> dict:
+    """Loss, accuracy (%) and confusion matrix (rows: true class) over the loader's split, summed over ranks.
+    `tta` averages the logits over test-time views (see tta_logits)."""
     model.eval()
     device = loader.device
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
@@ -87,7 +112,7 @@ def evaluate(model, loader: DeviceLoader, criterion, num_classes: int, *, amp: b
         if len(y) == 0:
             continue
         with autocast:
-            out = model(x)
+            out = tta_logits(model, x, tta)
         loss_sum += criterion(out.float(), y).double() * len(y)
         confusion += torch.bincount(y * num_classes + out.argmax(1), minlength=num_classes ** 2).double()
     if ctx is not None:
@@ -200,6 +225,9 @@ def train(cfg: TrainConfig, splits=None, on_epoch=None) -> dict:
         torch.cuda.set_device(device)
     if cfg.amp:
         check_amp(device)
+    if cfg.sync_bn and ctx.enabled and device.type != "cuda":
+        raise CifarbenchError(f"--sync-bn: torch.nn.SyncBatchNorm runs on CUDA devices only, not {device.type}; without "
+                              "it, BatchNorm buffers are averaged across processes before every evaluation")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = _resolve_output(cfg)
@@ -245,13 +273,17 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
     model = build_model(cfg, splits.num_classes, splits.channels)
     macs = count_macs(model, (1, splits.channels, resolution, resolution))
     params = sum(p.numel() for p in model.parameters())
+    if cfg.sync_bn and ctx.enabled:  # one set of batch statistics over the global batch (train() checked CUDA)
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(cfg, model.parameters())
+    optimizer = build_optimizer(cfg, param_groups(model, cfg))
+    ema = ModelEma(model, cfg.model_ema_decay) if cfg.model_ema else None
+    eval_model = ema.module if ema is not None else model  # what validation, selection and best.pt's eval use
     train_loader = DeviceLoader(splits.train.images, splits.train.labels, cfg.batch_size, True, device,
                                 splits.mean, splits.std, cfg.resolution, cfg.augment, cfg.seed,
-                                ctx.rank, ctx.world_size, cfg.channels_last)
+                                ctx.rank, ctx.world_size, cfg.channels_last, cfg.cutout)
     val_loader = DeviceLoader(splits.val.images, splits.val.labels, cfg.eval_batch_size, False, device,
                               splits.mean, splits.std, cfg.resolution, rank=ctx.rank,
                               world_size=ctx.world_size, channels_last=cfg.channels_last)
@@ -270,6 +302,8 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
             raise CifarbenchError(f"--resume {ckpt_path}: saved with {ckpt.get('world_size', 1)} processes, "
                                   f"now {ctx.world_size}; resume with the same world size")
         model.load_state_dict(ckpt["model"])
+        if ema is not None:
+            ema.load_state_dict(ckpt["model_ema_state"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         checkpoint.set_rng_state(ckpt["rng"])
@@ -286,11 +320,22 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
     base = {"model": cfg.model, "dataset": cfg.dataset, "stem": cfg.stem, "resolution": resolution,
             "seed": cfg.seed, "params": params, "macs_per_image": macs, "classes": list(splits.classes),
             "world_size": ctx.world_size, "effective_batch_size": global_batch,
+            # what prediction and export need to preprocess an image exactly as this run did
+            "preprocess": {"channels": splits.channels, "image_size": splits.image_size, "resolution": resolution,
+                           "mean": [float(m) for m in splits.mean], "std": [float(v) for v in splits.std]},
+            "accuracy_convention": "val_acc, test_acc: plain (one forward per image; the headline and the selection "
+                                   "metric); *_tta: logits averaged over test-time views (--tta)"
+                                   + ("; all figures from the EMA weights" if cfg.model_ema else ""),
             "mac_convention": "multiply-accumulates per image, forward pass (torch.utils.flop_counter / 2); "
                               "training MACs = 3 x forward x images seen"}
+    logger = None
     if main:
         write_json(out / "config.json", cfg.to_dict())
         write_json(out / "results.json", {**base, "status": "running", "env": env})
+        if cfg.log == "tensorboard":
+            from cifarbench.engine.tblog import RunLogger
+
+            logger = RunLogger(out, cfg.to_dict(), start_epoch=state["epoch"])
     log.info(f"{cfg.model} (stem {cfg.stem}, {params / 1e6:.2f}M params, {macs / 1e6:.1f}M MACs/image at "
              f"{resolution}px) on {cfg.dataset}: {len(splits.train)} train / {len(splits.val)} val images, "
              f"{device}, batch {global_batch}, {cfg.epochs} epochs -> {out}")
@@ -298,7 +343,9 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
     def save(name: str, epoch: int, step: int, partial, partial_time: float) -> None:
         if not main:
             return
+        extra = {"model_ema": ema.module.state_dict(), "model_ema_state": ema.state_dict()} if ema is not None else {}
         checkpoint.save_atomic({
+            **extra,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "epoch": epoch, "step": step, "best_val_acc": state["best_val_acc"], "best_epoch": state["best_epoch"],
             "history": state["history"], "partial": partial.cpu(), "partial_time": partial_time,
@@ -315,7 +362,7 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
             t0 = time.perf_counter()
             r = train_one_epoch(train_model, train_loader, optimizer, scheduler if steps_per_batch(cfg) else None,
                                 criterion, amp=cfg.amp, start_step=start_step, sums=state["partial"] if start_step else None,
-                                should_stop=lambda: ctx.any(flag["stop"], device), progress=bar)
+                                should_stop=lambda: ctx.any(flag["stop"], device), progress=bar, ema=ema)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             epoch_time = state["partial_time"] + time.perf_counter() - t0
@@ -335,9 +382,12 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
                                   + (f" -c {out / 'config.json'}" if cfg.output is None else ""))
             sums = ctx.all_reduce_sum(r["sums"].clone())
             loss_sum, correct, count = sums.tolist()
+            # every rank evaluates, and saves, the same BatchNorm statistics (see DistContext.average_buffers)
+            for m in {id(model): model, id(eval_model): eval_model}.values():
+                ctx.average_buffers(m)
             # the bare model, not the DDP wrapper: its forward would broadcast buffers, and ranks
             # may hold different numbers of validation images
-            val = (evaluate(model, val_loader, eval_criterion, splits.num_classes, amp=cfg.amp, ctx=ctx)
+            val = (evaluate(eval_model, val_loader, eval_criterion, splits.num_classes, amp=cfg.amp, ctx=ctx)
                    if len(splits.val) else None)
             row = {"epoch": epoch + 1, "train_loss": round(loss_sum / count, 5), "train_acc": round(100 * correct / count, 3),
                    "val_loss": round(val["loss"], 5) if val else None, "val_acc": round(val["acc"], 3) if val else None,
@@ -355,6 +405,8 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
             save("last.pt", epoch + 1, 0, state["partial"], 0.0)
             if main:
                 _write_metrics(out / "metrics.csv", state["history"])
+                if logger is not None:
+                    logger.log_epoch(row)
                 log.info(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}%  "
                          + (f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.2f}%  " if val else "")
                          + f"lr {row['lr']:.4g}  {epoch_time:.1f}s  {row['images_per_sec']:.0f} img/s")
@@ -367,7 +419,7 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
     results = {**base, "status": status, "epochs_done": len(history), "best_epoch": state["best_epoch"],
                "best_val_acc": state["best_val_acc"] if len(splits.val) else None,
                "val_acc": None, "val_loss": None, "test_acc": None, "test_loss": None,
-               "per_class_acc": None, "confusion": None,
+               "per_class_acc": None, "confusion": None, "val_acc_tta": None, "test_acc_tta": None,
                "train_time_s": round(sum(h["epoch_time"] for h in history), 3),
                "images_per_sec": times[len(times) // 2] if times else None,
                "total_train_macs": 3 * macs * sum(len(train_loader) * global_batch for _ in history),
@@ -375,10 +427,13 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
     if history and status != "diverged":
         best = out / ("best.pt" if cfg.keep_best and (out / "best.pt").exists() else "last.pt")
         ctx.barrier()
-        model.load_state_dict(checkpoint.load(best, map_location=device)["model"])
+        model.load_state_dict(checkpoint.eval_state_dict(checkpoint.load(best, map_location=device)))
         if len(splits.val):  # best.pt holds the weights of that epoch: its validation figures are in the history
             best_row = history[state["best_epoch"] - 1]
             results.update(val_acc=best_row["val_acc"], val_loss=best_row["val_loss"])
+            if cfg.tta != "none":
+                v = evaluate(model, val_loader, eval_criterion, splits.num_classes, amp=cfg.amp, ctx=ctx, tta=cfg.tta)
+                results["val_acc_tta"] = round(v["acc"], 3)
         if cfg.eval_test:
             test_loader = DeviceLoader(splits.test.images, splits.test.labels, cfg.eval_batch_size, False, device,
                                        splits.mean, splits.std, cfg.resolution, rank=ctx.rank,
@@ -386,9 +441,14 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
             t = evaluate(model, test_loader, eval_criterion, splits.num_classes, amp=cfg.amp, ctx=ctx)
             results.update(test_acc=round(t["acc"], 3), test_loss=round(t["loss"], 5),
                            per_class_acc=per_class_acc(t["confusion"]), confusion=t["confusion"].tolist())
+            if cfg.tta != "none":
+                t = evaluate(model, test_loader, eval_criterion, splits.num_classes, amp=cfg.amp, ctx=ctx, tta=cfg.tta)
+                results["test_acc_tta"] = round(t["acc"], 3)
     results["wall_time_s"] = round(time.perf_counter() - t_start, 3)
     if main:
         write_json(out / "results.json", results)
+        if logger is not None:
+            logger.close(results)
         if results["test_acc"] is not None:
             log.info(f"{out}: test accuracy {results['test_acc']:.2f}% (best epoch {results['best_epoch']})")
     return results
@@ -414,7 +474,8 @@ def _compile(train_model, model, loader, criterion, amp, mode=None):
 
 # ------------------------------------------------------------------ re-evaluation
 def evaluate_run(run_dir, split: str = "test", data_dir=None, device: str = "auto") -> dict:
-    """Evaluate a run's best checkpoint on a split; for the test split, store the figures in results.json."""
+    """Evaluate a run's best checkpoint (its EMA weights, if it kept them) on a split, plain and, when the run
+    asked for it, with its test-time augmentation; for the test split, store the figures in results.json."""
     run_dir = Path(run_dir)
     if split not in ("test", "val"):
         raise CifarbenchError(f"--split {split!r}: choose test or val")
@@ -426,7 +487,7 @@ def evaluate_run(run_dir, split: str = "test", data_dir=None, device: str = "aut
     splits = load_splits(cfg)
     ckpt_path = run_dir / "best.pt" if (run_dir / "best.pt").exists() else run_dir / "last.pt"
     model = build_model(cfg, splits.num_classes, splits.channels)
-    model.load_state_dict(checkpoint.load(ckpt_path)["model"])
+    model.load_state_dict(checkpoint.eval_state_dict(checkpoint.load(ckpt_path)))
     model.to(dev)
     if cfg.channels_last:  # the run's memory format: 1.5-2x faster for the small models on the CPU
         model = model.to(memory_format=torch.channels_last)
@@ -437,10 +498,13 @@ def evaluate_run(run_dir, split: str = "test", data_dir=None, device: str = "aut
     r = evaluate(model, loader, nn.CrossEntropyLoss(), splits.num_classes, amp=amp)
     res = {"acc": round(r["acc"], 3), "loss": round(r["loss"], 5), "n": r["n"], "split": split,
            "per_class_acc": per_class_acc(r["confusion"]), "confusion": r["confusion"].tolist(),
-           "classes": list(splits.classes), "checkpoint": str(ckpt_path)}
+           "classes": list(splits.classes), "checkpoint": str(ckpt_path), "acc_tta": None, "tta": cfg.tta}
+    if cfg.tta != "none":
+        res["acc_tta"] = round(evaluate(model, loader, nn.CrossEntropyLoss(), splits.num_classes, amp=amp,
+                                        tta=cfg.tta)["acc"], 3)
     if split == "test" and (run_dir / "results.json").exists():
         results = read_json(run_dir / "results.json")
         results.update(test_acc=res["acc"], test_loss=res["loss"], per_class_acc=res["per_class_acc"],
-                       confusion=res["confusion"])
+                       confusion=res["confusion"], test_acc_tta=res["acc_tta"])
         write_json(run_dir / "results.json", results)
     return res
