@@ -72,3 +72,27 @@ def test_compare_models_verdicts():
     close = comps[("c", "b")]  # better first
     assert close.diff == pytest.approx(0.5) and close.within_spread and close.significant is False
     assert comps[("a", "d")].significant is None  # a single seed cannot be judged
+
+
+def _sweep_study(accs, n_val=5000, final_vals=()):
+    from types import SimpleNamespace as NS
+
+    sweep = [NS(name=f"p{i}", best_val_acc=a, results={"val_images": n_val, "classes": list("abcdefghij")})
+             for i, a in enumerate(accs)]
+    finals = [NS(results={"val_acc": v}) for v in final_vals]
+    return NS(models=[NS(name="m", sweep=sweep, finals=finals)])
+
+
+def test_a_sweep_decides_only_beyond_twice_the_noise_and_above_chance():
+    from cifarbench.report.flags import check_sweeps
+
+    # the quick preset's old ResNet18 sweep: 13.98 vs 11.64 on 5,000 images, next to chance
+    (c,) = check_sweeps(_sweep_study([11.64, 13.98]))
+    assert c.winner == "p1" and c.margin == pytest.approx(2.34) and not c.informative
+    assert c.noise == pytest.approx(100 * (2 * 0.1398 * 0.8602 / 5000) ** 0.5)
+    (c,) = check_sweeps(_sweep_study([60.0, 70.0]))
+    assert c.informative
+    # a margin inside the finals' seed spread decides nothing, whatever the binomial noise says
+    (c,) = check_sweeps(_sweep_study([68.0, 70.0], final_vals=[66.0, 70.0]))
+    assert c.noise == pytest.approx(2 ** 0.5 * 2) and not c.informative
+    assert check_sweeps(_sweep_study([70.0])) == []

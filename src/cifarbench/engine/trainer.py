@@ -319,7 +319,7 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
     env = environment(device)
     base = {"model": cfg.model, "dataset": cfg.dataset, "stem": cfg.stem, "resolution": resolution,
             "seed": cfg.seed, "params": params, "macs_per_image": macs, "classes": list(splits.classes),
-            "world_size": ctx.world_size, "effective_batch_size": global_batch,
+            "world_size": ctx.world_size, "effective_batch_size": global_batch, "val_images": len(splits.val),
             # what prediction and export need to preprocess an image exactly as this run did
             "preprocess": {"channels": splits.channels, "image_size": splits.image_size, "resolution": resolution,
                            "mean": [float(m) for m in splits.mean], "std": [float(v) for v in splits.std]},

@@ -90,6 +90,8 @@ class FinalStats:
     n_runs: int                    # finals with results
     val: list[float]               # per seed, %
     test: list[float]              # per seed, % (empty before the test stage)
+    test_tta: list[float] = field(default_factory=list)  # per seed, % with the runs' --tta (empty without it)
+    tta: str | None = None         # the TTA mode of test_tta
     stem: Any = None
     resolution: Any = None
     params: int | None = None
@@ -135,6 +137,9 @@ def final_stats(m: ModelEntry) -> FinalStats:
             st.val.append(float(v))
         if r.results.get("test_acc") is not None:
             st.test.append(float(r.results["test_acc"]))
+        if r.results.get("test_acc_tta") is not None:
+            st.test_tta.append(float(r.results["test_acc_tta"]))
+            st.tta = r.config.get("tta")
     if first is None:
         return st
     st.stem, st.resolution = first.get("stem"), first.get("resolution")
@@ -153,6 +158,44 @@ def final_stats(m: ModelEntry) -> FinalStats:
 
 
 # ---------------------------------------------------------------- flags
+@dataclass
+class SweepCheck:
+    """Whether a model's sweep separated its winner from the runner-up by more than noise."""
+    model: str
+    winner: str
+    runner_up: str
+    margin: float         # winner's best val acc - runner-up's, pp
+    noise: float          # pp: the larger of the finals' seed std and the binomial std of a difference
+    chance: float         # 100 / classes
+    winner_acc: float
+
+    @property
+    def informative(self) -> bool:
+        return self.margin > 2 * self.noise and self.winner_acc >= 2 * self.chance
+
+
+def check_sweeps(study: Study) -> list[SweepCheck]:
+    """Rule, fixed in advance: a sweep decides something only when the winner's validation accuracy beats the
+    runner-up's by more than twice the noise, and the winner has reached at least twice chance (a run that has
+    barely left chance has not learned enough for its ranking to speak for the settings at full length). The noise is the larger of
+    (a) the finals' seed-to-seed std of validation accuracy (how much a rerun moves a number) and (b) the binomial
+    std of the difference of two accuracies measured on the same n validation images, sqrt(2 p (1 - p) / n)."""
+    out = []
+    for m in study.models:
+        scored = sorted(((r.best_val_acc, r) for r in m.sweep if r.best_val_acc is not None),
+                        key=lambda t: t[0], reverse=True)
+        if len(scored) < 2:
+            continue
+        (a, ra), (b, rb) = scored[0], scored[1]
+        n = ra.results.get("val_images") or 0
+        classes = len(ra.results.get("classes") or []) or 10
+        p = min(max(a / 100, 1e-3), 1 - 1e-3)
+        binomial = 100 * math.sqrt(2 * p * (1 - p) / n) if n else 0.0
+        seed_std = mean_std([r.results.get("val_acc", r.results.get("best_val_acc")) for r in m.finals if r.results])[1]
+        out.append(SweepCheck(m.name, ra.name, rb.name, a - b, max(binomial, seed_std or 0.0), 100 / classes, a))
+    return out
+
+
 @dataclass
 class OverfitFlag:
     model: str
