@@ -36,7 +36,6 @@ import platform
 import statistics
 import tempfile
 import time
-import warnings
 from typing import Callable
 
 import torch
@@ -243,29 +242,20 @@ def onnx_latency(model: torch.nn.Module, channels: int, resolution: int, threads
                  budget_s: float = 2.0) -> dict:
     """Export to ONNX (opset 17, batch 1) and time batch-1 inference in ONNX Runtime on the CPU.
 
-    Uses the TorchScript exporter (``dynamo=False``): it needs no onnxscript and handles these
-    CNNs; the torch.export-based exporter is the fallback where the old one is gone.
+    The exporter is ``cifarbench export``'s (``export.export_onnx``: TorchScript-based first, the
+    torch.export-based one as the fallback).
     """
     try:
         import onnxruntime as ort
     except ImportError:
         return {"onnx_error": "onnxruntime is not installed (pip install 'cifarbench[onnx]')"}
+    from cifarbench.export import export_onnx
+
     model = model.float().eval().cpu()
     x = torch.randn(1, channels, resolution, resolution)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.onnx")
-        kwargs = dict(opset_version=17, input_names=["input"], output_names=["logits"])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter warns that it is deprecated
-            try:
-                torch.onnx.export(model, (x,), path, dynamo=False, **kwargs)
-            except TypeError:  # an older torch without the dynamo argument
-                torch.onnx.export(model, (x,), path, **kwargs)
-            except Exception as first:
-                try:
-                    torch.onnx.export(model, (x,), path, dynamo=True, **kwargs)
-                except Exception:
-                    raise first from None
+        export_onnx(model, x, path, opset=17)
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
