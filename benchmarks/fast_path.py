@@ -4,7 +4,7 @@ For each seed, trains the plain config and the `--fast` config (engine/fast.py) 
 and reports validation accuracy after the same epochs and the engine's training images/s (median
 epoch). Equal accuracy within seed noise is the requirement; the speed-up is the point.
 
-  python benchmarks/fast_path.py --model shufflenet_v2_x0_5 --dataset cifar10 --data-dir /work/data/cifar10 \\
+  python benchmarks/fast_path.py --model shufflenet_v2_x0_5 --dataset cifar10 --data-dir data \\
       --train-subset 5000 --epochs 2
 """
 from __future__ import annotations

@@ -11,7 +11,8 @@
 # Before: python benchmarks/prepare_gpu_data.py     (18 MB into ./gpu-data/; carry it)
 # Run:    bash benchmarks/gpu.sh                     (torch 2.11 from PYTHONPATH=src, no network)
 # Dry:    GPU_SH_DRY=1 bash benchmarks/gpu.sh        (this script's CPU path, everything tiny, ~3 min)
-# Knobs:  GPU_SH_BUDGET (seconds, default 480), GPU_SH_EPOCHS (overrides the measured choice), GPU_SH_DATA (default gpu-data), PYTHON
+# Knobs:  GPU_SH_BUDGET (seconds, default 480), GPU_SH_EPOCHS (overrides the measured choice), GPU_SH_DATA (default gpu-data), PYTHON,
+#         GPU_SH_DEV_DATA (the dry run's fallback CIFAR-10 folder, default ../data/cifar10 beside the repository)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -66,8 +67,8 @@ if [ -f "$DATA/cifar-10-batches-py/test_batch" ]; then
 elif [ -f "$DATA/cifar10.py" ]; then
   step data 150 "$PY" "$DATA/cifar10.py" bench-out/cifar10
   DATA=bench-out/cifar10
-elif [ "$DRY" = 1 ] && [ -f /work/data/cifar10/cifar-10-batches-py/test_batch ]; then
-  DATA=/work/data/cifar10
+elif [ "$DRY" = 1 ] && [ -f "${GPU_SH_DEV_DATA:-../data/cifar10}/cifar-10-batches-py/test_batch" ]; then
+  DATA=${GPU_SH_DEV_DATA:-../data/cifar10}
 else
   echo "error: no CIFAR-10 in $DATA; run python benchmarks/prepare_gpu_data.py and carry gpu-data" | tee -a "$LOG"
   exit 2

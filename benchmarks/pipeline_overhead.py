@@ -10,7 +10,7 @@ interleaved (A B A B A B) so machine noise hits both; each is --steps steps afte
 the figures are medians over --repeats. Target: A / B >= 0.90.
 
   python benchmarks/pipeline_overhead.py                                    # shapes data, 2 models
-  python benchmarks/pipeline_overhead.py --dataset cifar10 --data-dir /work/data/cifar10 --repeats 5
+  python benchmarks/pipeline_overhead.py --dataset cifar10 --data-dir data --repeats 5
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ channels_last with cifarbench's layout-keeping blocks, which is what `--fast` tr
            (mallopt: mmap threshold 32 MiB, trim threshold 1 GiB): images/s, page faults and system time
            per step, in alternating child processes (mallopt is process-wide and one-way).
 
-  python benchmarks/shufflenet_cpu_step.py profile --data-dir /work/data/cifar10
+  python benchmarks/shufflenet_cpu_step.py profile --data-dir data
   python benchmarks/shufflenet_cpu_step.py stack
   python benchmarks/shufflenet_cpu_step.py malloc --pairs 3 --seconds 8
 """

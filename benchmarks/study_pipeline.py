@@ -14,7 +14,7 @@ them. DataLoader workers prefetch while other pipelines run, so before each time
 pipeline first trains untimed on the batches its workers already hold (W x prefetch_factor): the
 window then sees the steady state of the middle of an epoch, not a head start.
 
-  python benchmarks/study_pipeline.py --data-dir /work/data/cifar10
+  python benchmarks/study_pipeline.py --data-dir data
   python benchmarks/study_pipeline.py --data-dir gpu-data --device cuda --steps 50   # on a GPU
 """
 from __future__ import annotations

@@ -20,7 +20,7 @@ Targets default to the study's test accuracies (71.27 / 66.91 / 68.21). The run 
 epoch above --target (--no-stop trains all epochs).
 
   python benchmarks/time_to_accuracy.py --model shufflenet_v2_x0_5 --stem cifar --dataset cifar10 \\
-      --data-dir /work/data/cifar10 --epochs 5 --fast
+      --data-dir data --epochs 5 --fast
 """
 from __future__ import annotations
 

@@ -17,9 +17,9 @@ from cifarbench.study import sweep as sw
 from cifarbench.study.jobs import Slot, spawn_context
 
 PG = os.environ.get("CIFARBENCH_TEST_POSTGRES")
+NO_PG = "no PostgreSQL server: set CIFARBENCH_TEST_POSTGRES to its URL, e.g. $(bash .ci/postgres.sh start)"
 STORAGES = ["sqlite", "journal",
-            pytest.param("postgres", marks=[pytest.mark.postgres,
-                                            pytest.mark.skipif(not PG, reason="CIFARBENCH_TEST_POSTGRES not set")])]
+            pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.skipif(not PG, reason=NO_PG)])]
 
 GRID6 = """
 name = "{name}"

@@ -140,6 +140,14 @@ def load_splits(cfg: TrainConfig):
     return load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_size=cfg.val_size, seed=0)
 
 
+def run_splits(cfg: TrainConfig, splits):
+    """The splits a run trains on: a --train-subset is a stratified subset, whose mean and std normalise every
+    split. Training and every re-evaluation go through here, so both see the same inputs."""
+    if cfg.train_subset is not None and cfg.train_subset < len(splits.train):
+        splits = splits.subset(train=cfg.train_subset, seed=0)
+    return splits
+
+
 def per_class_acc(confusion: torch.Tensor) -> list[float]:
     rows = confusion.sum(1).clamp(min=1)
     return [round(v, 3) for v in (100.0 * confusion.diag() / rows).tolist()]
@@ -258,9 +266,7 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
         except OSError as e:
             raise CifarbenchError(f"--output {out}: cannot write there ({e.strerror or e})") from None
 
-    splits = splits if splits is not None else load_splits(cfg)
-    if cfg.train_subset is not None and cfg.train_subset < len(splits.train):
-        splits = splits.subset(train=cfg.train_subset, seed=0)
+    splits = run_splits(cfg, splits if splits is not None else load_splits(cfg))
     global_batch = cfg.batch_size * ctx.world_size
     if global_batch > len(splits.train):
         raise CifarbenchError(f"--batch-size {cfg.batch_size}: larger than the training split "
@@ -320,6 +326,7 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
     base = {"model": cfg.model, "dataset": cfg.dataset, "stem": cfg.stem, "resolution": resolution,
             "seed": cfg.seed, "params": params, "macs_per_image": macs, "classes": list(splits.classes),
             "world_size": ctx.world_size, "effective_batch_size": global_batch, "val_images": len(splits.val),
+            "sync_bn": cfg.sync_bn,
             # what prediction and export need to preprocess an image exactly as this run did
             "preprocess": {"channels": splits.channels, "image_size": splits.image_size, "resolution": resolution,
                            "mean": [float(m) for m in splits.mean], "std": [float(v) for v in splits.std]},
@@ -484,7 +491,7 @@ def evaluate_run(run_dir, split: str = "test", data_dir=None, device: str = "aut
     if data_dir is not None:
         cfg = cfg.replace(data_dir=str(data_dir))
     dev = resolve_device(device)
-    splits = load_splits(cfg)
+    splits = run_splits(cfg, load_splits(cfg))
     ckpt_path = run_dir / "best.pt" if (run_dir / "best.pt").exists() else run_dir / "last.pt"
     model = build_model(cfg, splits.num_classes, splits.channels)
     model.load_state_dict(checkpoint.eval_state_dict(checkpoint.load(ckpt_path)))

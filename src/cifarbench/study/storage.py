@@ -20,7 +20,9 @@ def optuna_module():
     try:
         import optuna
     except ImportError:
-        raise CifarbenchError("sweeps need Optuna: pip install 'cifarbench[sweep]'") from None
+        # a core dependency since the study needs it: missing only from a broken or --no-deps install
+        raise CifarbenchError("sweeps need Optuna, a dependency of cifarbench that is missing here: "
+                              "pip install 'optuna>=3.6'") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own log says what happens, once
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message=".*Heartbeat of storage is supposed to be used with Study.optimize.*")
