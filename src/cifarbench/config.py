@@ -25,6 +25,7 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 SCHEDULES = ("plateau", "cosine", "onecycle", "step", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 TTA_MODES = ("none", "flip", "flip-translate")
+TTA_VIEWS = {"none": 0, "flip": 2, "flip-translate": 6}  # extra forward passes per image that --tta adds
 LOGGERS = ("none", "tensorboard")
 # torch.compile's modes. "reduce-overhead" adds CUDA graphs: the lever for small models whose GPU step is
 # bound by kernel launches (BENCHMARKS.md, "GPU"); on the CPU it compiles like "default".

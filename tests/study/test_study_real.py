@@ -111,3 +111,31 @@ def test_three_engine_workers_share_a_grid(kind, tmp_path, capsys):
         assert r["status"] == "finished" and r["epochs_done"] == 1 and r["test_acc"] is None
     trials = optuna.load_study(study_name=sw.study_name(spec, "shufflenet_v2_x0_5"), storage=sw.open_storage(url)).get_trials()
     assert len(trials) == 6 and sorted(t.params["config"] for t in trials) == list(range(6))
+
+
+@pytest.mark.slow
+def test_scaled_paper_preset_with_the_engine(tmp_path, monkeypatch):
+    """`cifarbench study --preset paper --epochs-scale 0.05` end to end on the CPU: the protocol's shape (9 sweeps,
+    3 finals, test, report) with the engine, made tiny by flags that the report lists as deviations."""
+    import cifarbench.study.plan as plan
+    from cifarbench.cli import main
+
+    monkeypatch.setattr(plan, "_steps_per_image", lambda *a, **k: 1e-3)  # the 'meant for a GPU' warning's estimate
+    out = tmp_path / "paper"
+    tiny = ["resolution=16", "train_subset=128", "val_size=100", "eval_batch_size=100", "threads=1"]
+    code = main(["-q", "study", "--preset", "paper", "--epochs-scale", "0.05", "--max-epochs", "1", "--dataset", "shapes",
+                 "--device", "cpu", "-o", str(out), *[a for o in tiny for a in ("--override", o)]])
+    assert code == 0
+    state = read_json(out / "study.json")
+    assert [len(state["models"][m]["sweep"]) for m in state["models"]] == [3, 3, 3]
+    assert all(state["models"][m]["test"]["n"] == 1 for m in state["models"])
+    configs = [read_json(p) for p in out.glob("*/*/*/config.json")]
+    assert len(configs) == 12
+    assert {(c["epochs"], c["dataset"], c["resolution"], c["stem"], c["sched"]) for c in configs} == \
+        {(1, "shapes", 16, "imagenet", "plateau")}
+    report = (out / "report.md").read_text()
+    assert "**Deviations from the study file**" in report
+    assert "- epochs scaled by 0.05 and capped at 1: sweep 30 -> 1, final 50 -> 1" in report
+    assert "- dataset cifar10 -> shapes" in report and "resolution = 16 in every run (the study file: 224)" in report
+    # seconds per epoch per model and stage, and the study file's 420 epochs priced at that speed
+    assert "## Time per epoch" in report and "study file's 420 training epochs take about" in report

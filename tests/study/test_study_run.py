@@ -160,7 +160,7 @@ def test_report_failure_keeps_the_results(study_toml, fakelog, tmp_path, monkeyp
 
 
 def test_jobs_split_the_cpu_threads(study_toml, fakelog, tmp_path, monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 4)  # seen by the parent, which assigns the slots
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(4)))  # seen by the parent, which assigns the slots
     res = _run(study_toml(), tmp_path / "study", jobs=2, poll=0.2)
     assert res["ok"] and res["env"]["jobs"] == 2 and res["env"]["threads_per_job"] == 2
     trains = [e for e in studyfakes.read_events(fakelog) if e["event"] == "train"]
@@ -191,3 +191,30 @@ def test_a_sweep_where_every_run_fails_stops_with_the_first_error(study_toml, fa
     # the failed points are queued again by the next run, which then succeeds
     res = _run(study_toml(), tmp_path / "study")
     assert res["ok"] and {e["state"] for e in res["models"]["resnet18"]["sweep"]} == {"complete"}
+
+
+def test_scaled_paper_preset_runs_its_shape_with_scaled_epochs(fakelog, tmp_path, monkeypatch):
+    """`cifarbench study --preset paper --epochs-scale 0.05`: the study's 9 sweeps and 3 finals, each with the scaled
+    epochs in its config.json, recorded as a deviation; a rerun with another scale is refused, the same one resumes."""
+    import cifarbench.study.plan as plan
+
+    monkeypatch.setattr(plan, "_steps_per_image", lambda *a, **k: 1e-3)  # the 'meant for a GPU' estimate, at 224 px
+    out = tmp_path / "paper"
+    res = _run("paper", out, override={"epochs_scale": 0.05, "dataset": "shapes"})
+    assert res["ok"] and res["deviations"] == ["dataset cifar10 -> shapes", "epochs scaled by 0.05: sweep 30 -> 2, final 50 -> 3"]
+    assert res["epochs"]["shufflenet_v2_x0_5"] == {"sweep": [30, 2], "final": [50, 3]}
+    runs = {p.parent.relative_to(out).parts[0]: [] for p in out.glob("*/*/*/config.json")}
+    for p in out.glob("*/*/*/config.json"):
+        runs[p.parent.relative_to(out).parts[0]].append(read_json(p))
+    assert len(runs["sweep"]) == 9 and len(runs["final"]) == 3
+    assert {(c["epochs"], c["dataset"], c["resolution"]) for c in runs["sweep"]} == {(2, "shapes", 224)}
+    assert {(c["epochs"], c["dataset"], c["resolution"]) for c in runs["final"]} == {(3, "shapes", 224)}
+    assert read_json(out / "study.json")["config"]["override"] == {"epochs_scale": 0.05, "dataset": "shapes"}
+    with pytest.raises(CifarbenchError, match=r"run with --epochs-scale 0.05 --dataset shapes, now --epochs-scale 0.1 "
+                                              r"--dataset shapes; rerun with the same flags"):
+        _run("paper", out, override={"epochs_scale": 0.1, "dataset": "shapes"})
+    with pytest.raises(CifarbenchError, match=r"run with --epochs-scale 0.05 --dataset shapes, now no deviation flags"):
+        _run("paper", out)
+    before = len(studyfakes.read_events(fakelog))
+    assert _run("paper", out, override={"epochs_scale": 0.05, "dataset": "shapes"})["ok"]
+    assert not [e for e in studyfakes.read_events(fakelog)[before:] if e["event"] == "train"]  # resumed: nothing to do

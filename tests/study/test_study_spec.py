@@ -110,3 +110,77 @@ def test_search_space_is_validated(tmp_path):
     path.write_text(path.read_text().replace("low = 0.0", "low = 1e-3"))
     spec = load_spec(path)
     assert spec.sampler == "tpe" and spec.models[0].space["lr"]["high"] == 1.0
+
+
+# ---------------------------------------------------------------- [override]: a scaled or otherwise changed run of a study
+def test_epochs_scale_and_cap_every_stage():
+    from cifarbench.study import parse_spec
+
+    paper = load_spec("paper")
+    scaled = paper.with_override({"epochs_scale": 0.05})
+    for m in scaled.models:
+        for p in m.grid:
+            params = {k: v for k, v in p.items() if k != "name"}
+            assert (scaled.run_config(m, "sweep", params).epochs, scaled.run_config(m, "final", params).epochs) == (2, 3)
+    assert scaled.deviations() == ["epochs scaled by 0.05: sweep 30 -> 2, final 50 -> 3"]
+    assert scaled.stage_epochs()["resnet18"] == {"sweep": [30, 2], "final": [50, 3]}
+    assert parse_spec(scaled.raw, source="worker").run_config("resnet18", "final").epochs == 3  # travels with the spec
+    assert paper.with_override({"epochs_scale": 0.001}).run_config("resnet18", "sweep").epochs == 1  # at least 1
+    capped = paper.with_override({"epochs_scale": 0.05, "max_epochs": 1})
+    assert capped.deviations() == ["epochs scaled by 0.05 and capped at 1: sweep 30 -> 1, final 50 -> 1"]
+    assert paper.with_override({}) is paper and "override" not in paper.raw  # no flag: the study is unchanged
+    # per-model stage epochs (the quick preset's finals) are listed per group of models
+    quick = load_spec("quick").with_override({"max_epochs": 4})
+    assert quick.deviations() == ["epochs capped at 4: sweep 1 -> 1, final 3 -> 3 (resnet18, shufflenet_v2_x0_5), "
+                                  "5 -> 4 (mobilenet_v2_x0_5)"]
+
+
+def test_override_dataset_and_fields_are_deviations():
+    from cifarbench.study.spec import override_flags, parse_override_args
+
+    o = parse_override_args(["resolution=16", "train-subset=100", "amp=false", "opt=adam"])
+    assert o == {"resolution": 16, "train_subset": 100, "amp": False, "opt": "adam"}
+    spec = load_spec("paper").with_override({"dataset": "shapes", **o})
+    assert spec.dataset == "shapes" and spec.run_config("resnet18", "final").dataset == "shapes"
+    cfg = spec.run_config("resnet18", "sweep", {"opt": "sgd", "lr": 1e-3})
+    assert (cfg.resolution, cfg.train_subset, cfg.opt) == (16, 100, "adam")  # over the grid point too
+    assert spec.deviations() == ["dataset cifar10 -> shapes", 'opt = "adam" in every run (the study file: "adam" / '
+                                 '"momentum" / "sgd")', "resolution = 16 in every run (the study file: 224)",
+                                 "train_subset = 100 in every run (the study file: none)"]
+    assert override_flags({"epochs_scale": 0.05, "resolution": 16}) == "--epochs-scale 0.05 --override resolution=16"
+    with pytest.raises(CifarbenchError, match="--override 'resolution': expected KEY=VALUE"):
+        parse_override_args(["resolution"])
+
+
+def test_warmup_keeps_its_share_of_a_scaled_run(study_toml):
+    spec = load_spec(study_toml(text="""
+        name = "w"
+        dataset = "shapes"
+        [defaults]
+        warmup_epochs = 5
+        sched = "cosine"
+        [sweep]
+        epochs = 10
+        [final]
+        epochs = 20
+        [[models]]
+        name = "resnet18"
+        grid = [{ name = "a", lr = 0.1 }]
+    """)).with_override({"epochs_scale": 0.1})
+    cfg = spec.run_config("resnet18", "sweep")
+    assert (cfg.epochs, cfg.warmup_epochs) == (1, 0.5)
+    cfg.validate()  # warm-up below epochs, as validate wants
+
+
+@pytest.mark.parametrize("override, msg", [
+    ({"epochs_scale": 0}, r"\[override\] epochs_scale: 0 must be a positive number \(--epochs-scale\)"),
+    ({"epochs_scale": "half"}, r"epochs_scale: 'half' must be a positive number"),
+    ({"max_epochs": 0}, r"\[override\] max_epochs: 0 must be a positive integer \(--max-epochs\)"),
+    ({"seed": 3}, r"\[override\]: key 'seed' is set by the study itself"),
+    ({"resolution": 2}, r"--resolution 2: must be at least 8 pixels"),
+    ({"colour": 1}, r"\[override\]: unknown key 'colour'"),
+])
+def test_bad_override_is_one_line_naming_the_key(override, msg):
+    with pytest.raises(CifarbenchError, match=msg) as e:
+        load_spec("paper").with_override(override)
+    assert "\n" not in str(e.value)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from cifarbench import log
+from cifarbench.cpus import usable_cpus
 from cifarbench.data.cache import load_npz, save_npz
 from cifarbench.data.splits import ImageSet
 from cifarbench.errors import CifarbenchError
@@ -102,7 +103,7 @@ def load_folder(root: str | os.PathLike, data_dir: Path | None = None, threads: 
         if arrays is not None:
             log.info(f"{root}: loaded decoded images from {cache}")
             return classes, *_imagesets(arrays)
-    threads = threads or min(8, os.cpu_count() or 1)
+    threads = threads or min(8, usable_cpus())  # decoding threads: the cores this process may use
     log.info(f"{root}: decoding {len(items['train']) + len(items['test']):,} images")
     train_x, train_y = _decode_all(items["train"], threads)
     test_x, test_y = _decode_all(items["test"], threads)

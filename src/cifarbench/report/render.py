@@ -12,10 +12,12 @@ from pathlib import Path
 
 from cifarbench.errors import CifarbenchError
 from cifarbench.report import plots
+from cifarbench.report.budget import budget_blocks
 from cifarbench.report.doc import Bullets, Document, Figure, Heading, Para, Pre, Table, to_html, to_markdown
-from cifarbench.report.flags import (ALPHA, OVERFIT_PATIENCE, Comparison, FinalStats, compare_models, final_stats,
-                                     find_overfitting, find_problems, mean_std)
+from cifarbench.report.flags import (ALPHA, OVERFIT_PATIENCE, Comparison, FinalStats, check_sweeps, compare_models,
+                                     final_stats, find_overfitting, find_problems, mean_std)
 from cifarbench.report.load import ModelEntry, Study, load_study
+from cifarbench.report.protocol import cost_blocks, deviation_blocks
 
 DASH = "—"
 CONVENTIONS = [
@@ -28,6 +30,10 @@ CONVENTIONS = [
     "**Times** are wall-clock seconds of the training epochs (sum of the epoch times, evaluation excluded "
     "as the engine records it), mean over seeds; **images/s** is each run's median training epoch, mean over seeds.",
     "**Accuracy per MAC** is test accuracy (%) divided by GMACs per image.",
+    "**Plain accuracy is the headline**: one forward pass per image, the figure that selection uses and that is "
+    "compared with the study's. When runs asked for test-time augmentation (`tta`: flip = image + mirror, "
+    "flip-translate = also 2-pixel shifts), its accuracy is shown beside the plain one, never instead of it.",
+    "**Weight EMA**: a run with `model_ema` is evaluated, selected and tested with its averaged weights.",
 ]
 
 
@@ -62,8 +68,10 @@ def _safe(name: str) -> str:
 
 # ---------------------------------------------------------------- sections
 def _final_table(stats: list[FinalStats], best: FinalStats | None) -> Table:
-    cols = ["Model", "Stem", "Resolution", "Params", "MACs / image", "Val acc (%)", "Test acc (%)",
-            "Train time (s)", "Images/s", "Study's test (%)", "Ours − study (pp)"]
+    tta = any(s.test_tta for s in stats)
+    cols = ["Model", "Stem", "Resolution", "Params", "MACs / image", "Val acc (%)", "Test acc, plain (%)",
+            *(["Test acc, TTA (%)"] if tta else []), "Train time (s)", "Images/s", "Study's test (%)",
+            "Ours (plain) − study (pp)"]
     rows, cls = [], []
     for s in stats:
         test_mean = mean_std(s.test)[0]
@@ -72,12 +80,14 @@ def _final_table(stats: list[FinalStats], best: FinalStats | None) -> Table:
         if s is best:  # bold in both writers; the HTML row is highlighted too
             k = 1 if s.test else 0
             acc[k] = f"**{acc[k]}**"
+        if tta:
+            acc.append(f"{_pm(s.test_tta)} ({s.tta})" if s.test_tta else DASH)
         rows.append([s.label, str(s.stem or DASH), str(s.resolution or "native") if s.n_runs else DASH,
                      _si(s.params), _si(s.macs_per_image), *acc,
                      _num(s.train_time_s, 0), _num(s.images_per_sec, 0), _num(s.paper_test_acc),
                      DASH if diff is None else f"{diff:+.2f}"])
         cls.append("winner" if s is best else "")
-    return Table(cols, rows, id="final-table", numeric=[False] * 3 + [True] * 8, row_class=cls)
+    return Table(cols, rows, id="final-table", numeric=[False] * 3 + [True] * (len(cols) - 3), row_class=cls)
 
 
 def _best(stats: list[FinalStats], key) -> FinalStats | None:
@@ -178,6 +188,22 @@ def _flag_sections(doc: Document, study: Study, comps: list[Comparison], patienc
                       row_class=["flag"] * len(probs)))
     else:
         doc.add(Para("None: every run finished."))
+
+    doc.add(Heading(3, "Sweeps that decided nothing"),
+            Para("Rule: a sweep's choice is informative only when the winner's best validation accuracy beats the "
+                 "runner-up's by more than twice the noise, and the winner reached at least twice chance; the noise is the larger of "
+                 "the finals' seed-to-seed std of validation accuracy and the binomial std of a difference of two "
+                 "accuracies on the same validation images, √(2p(1−p)/n)."))
+    checks = check_sweeps(study)
+    if checks:
+        doc.add(Table(["Model", "Winner", "Runner-up", "Margin (pp)", "Noise (pp)", "Winner val (%)", "Chance (%)",
+                       "Verdict"],
+                      [[c.model, c.winner, c.runner_up, f"{c.margin:.2f}", f"{c.noise:.2f}", f"{c.winner_acc:.2f}",
+                        f"{c.chance:.1f}", "informative" if c.informative else "uninformative: the winner is noise"]
+                       for c in checks], numeric=[False] * 3 + [True] * 4 + [False],
+                      row_class=["" if c.informative else "flag" for c in checks]))
+    else:
+        doc.add(Para("No model has two finished sweep runs."))
 
     doc.add(Heading(3, "Differences within the seed-to-seed spread"),
             Para(f"Rule: two models are **not distinguishable** when |mean_a − mean_b| < max(std_a, std_b) or "
@@ -315,6 +341,7 @@ def build_document(study: Study, figs: Path, patience: int = OVERFIT_PATIENCE) -
     env = study.env
     doc.add(Para(f"Dataset `{study.dataset}`, {len(study.models)} models; study updated "
                  f"{study.info.get('updated', DASH)}; device {env.get('device_name') or env.get('device', DASH)}."))
+    doc.add(*deviation_blocks(study))
 
     doc.add(Heading(2, "Summary"), Bullets(_summary(stats, comps, study)))
     doc.add(Heading(2, "Conventions"), Bullets(CONVENTIONS))
@@ -331,6 +358,8 @@ def build_document(study: Study, figs: Path, patience: int = OVERFIT_PATIENCE) -
                        "training wall time (s, mean over seeds). Filled green points are on the Pareto front (no other "
                        "model is both cheaper and more accurate)."))
 
+    doc.add(*cost_blocks(study))
+    doc.add(*budget_blocks(study))  # a budgeted study: the rule, the epochs it chose, predicted vs actual time
     _flag_sections(doc, study, comps, patience)
 
     doc.add(Heading(2, "Learning curves of the finals"))

@@ -2,19 +2,29 @@
 
 A slot is a device and a thread count. On a CPU the cores are split between the jobs (two runs that
 each use every core fight over them and run slower than one after the other); on a machine with
-several GPUs each job owns one GPU. Processes, not threads: each run has its own torch state, its own
-signal handling (the engine checkpoints on SIGINT/SIGTERM) and cannot stall the others on the GIL.
+several GPUs each job owns one GPU (round-robin when there are more jobs than GPUs). On a machine with
+one GPU, N jobs are N processes on that GPU, with the CPU cores split between them.
+
+Why several runs on one GPU: small models are launch-bound there (ShuffleNetV2 x0.5 at batch 256 keeps an
+H200 about 1 TFLOP/s busy: BENCHMARKS.md, "GPU"), so a second run fills the time the first spends launching
+kernels. Why processes and not CUDA streams in one process: each run keeps its own CUDA context, so a run
+that runs out of memory, diverges or is killed takes no other run with it; each has its own torch state,
+its own signal handling (the engine checkpoints on SIGINT/SIGTERM) and its own Python thread launching
+kernels, which streams in one process would share under the GIL. The price is a context per process
+(~0.5 GiB, counted by ``memory.py``, which refuses a packing that cannot fit) and time-sliced rather than
+concurrent kernels: without NVIDIA MPS (not available on the machines this project is measured on) kernels
+of different processes do not overlap, they only fill each other's gaps between launches.
 The "spawn" start method: fork after torch (or CUDA) has started is unsafe.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
 from cifarbench.config import TrainConfig
+from cifarbench.cpus import usable_cpus
 
 
 @dataclass(frozen=True)
@@ -34,10 +44,29 @@ def device_slots(jobs: int, device: str | None = None) -> list[Slot]:
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n > 1:
             return [Slot(device=f"cuda:{i % n}") for i in range(jobs)]
-        if n == 1:  # one GPU: the jobs share it; threads only feed it
-            return [Slot(device=device) for _ in range(jobs)]
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    # One GPU (the jobs share it, and their CPU work, the MAC count and checkpoint writes, shares the cores)
+    # or the CPU: the cores are split.
+    threads = max(1, usable_cpus() // jobs)
     return [Slot(device=device, threads=threads) for _ in range(jobs)]
+
+
+def cpu_jobs(jobs: int, device: str | None = None) -> int:
+    """``jobs``, but on a CPU no more runs side by side than usable cores (``taskset``, cpusets: cpus.py).
+
+    Two single-thread runs time-sharing one core do the same work as one after the other, plus the switching
+    and two working sets in one cache, with twice the memory, and each runs at half the speed a budget was
+    calibrated at (study/budget.py). So under ``taskset -c 0`` a ``jobs = 2`` study runs one job at a time.
+    """
+    if jobs <= 1:
+        return jobs
+    from cifarbench.engine.env import resolve_device
+
+    if resolve_device(device or "auto").type != "cpu" or usable_cpus() >= jobs:
+        return jobs
+    from cifarbench import log
+
+    log.info(f"jobs {jobs} -> {usable_cpus()}: this process may use {usable_cpus()} CPU core(s) (its affinity mask)")
+    return usable_cpus()
 
 
 def apply_slot(cfg: TrainConfig, slot: Slot | None) -> TrainConfig:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from cifarbench.study.budget import EVAL_COST  # a forward pass costs about a third of forward + backward + step
 from cifarbench.study.spec import StudySpec, params_of
 
 # Images in the training file before the validation split, and the native size: enough for an estimate
 # without reading the dataset (a dry run must work before the data is downloaded).
 DATASETS = {"cifar10": (50000, 32, 3, 10), "cifar100": (50000, 32, 3, 100),
             "fashion-mnist": (60000, 28, 1, 10), "mnist": (60000, 28, 1, 10), "shapes": (12000, 32, 3, 10)}
-EVAL_COST = 1 / 3  # a forward pass costs about a third of forward + backward + step
 
 COLUMNS = ["model", "config", "opt", "lr", "momentum", "weight_decay", "sched", "epochs", "batch_size",
            "stem", "resolution", "augment", "label_smoothing", "train_subset", "amp", "seed"]
@@ -59,10 +59,18 @@ def plan(spec: StudySpec) -> dict[str, list[dict[str, Any]]]:
 
 
 def _steps_per_image(model: str, stem: str, resolution: int, in_chans: int, num_classes: int, device, batch: int,
-                     amp: bool = False, channels_last: bool = False) -> float:
+                     amp: bool = False, channels_last: bool = False, threads: int | None = None) -> float:
     import contextlib
 
     import torch
+
+    if threads:  # measure at the thread count the run will have (its --jobs slot), then put torch's back
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return _steps_per_image(model, stem, resolution, in_chans, num_classes, device, batch, amp, channels_last)
+        finally:
+            torch.set_num_threads(previous)
 
     from cifarbench.models import create_model
 
@@ -100,16 +108,16 @@ def estimate(spec: StudySpec, device: str | None = None) -> dict[str, Any]:
     from cifarbench.data import default_val_size
     from cifarbench.engine.env import device_name, resolve_device
 
-    import os
-
     import torch
+
+    from cifarbench.cpus import usable_cpus
 
     dev = resolve_device(device or spec.defaults.get("device", "auto"))
     n_all, native, chans, classes = DATASETS.get(spec.dataset, (50000, 32, 3, 10))
     models, total = [], 0.0
     threads = torch.get_num_threads()
     if dev.type == "cpu":  # measure as the study runs: `jobs` runs side by side, the cores split between them
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // spec.jobs))
+        torch.set_num_threads(max(1, usable_cpus() // spec.jobs))
     for m in spec.models:
         first = params_of(m.grid[0]) if m.grid else {}
         stages = []

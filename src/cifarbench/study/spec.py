@@ -9,23 +9,34 @@ How a run's config is built (later wins)::
     TrainConfig defaults < [defaults] < the model's defaults < the grid point (or trial) params
                          < the stage table ([sweep] or [final]: epochs, train_subset, ...)
                          < the model's own stage table (its `sweep` or `final`: e.g. fewer epochs for a big model)
+                         < [override] (TrainConfig fields), then its epochs_scale and max_epochs
 
 The stage comes last because it *is* the study's structure: a grid point may change the optimizer,
-never turn a 30-epoch sweep into a 50-epoch one.
+never turn a 30-epoch sweep into a 50-epoch one. ``[override]`` is the exception on purpose: a run of a
+study *other* than the file says (``cifarbench study --epochs-scale 0.05 --dataset shapes ...`` writes it),
+so every key in it is reported as a deviation, travels with the spec to every sweep worker, and is part of
+the config a resumed study must match.
 """
 from __future__ import annotations
 
+import copy
+import math
 import re
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from cifarbench.config import TrainConfig, load_toml
+from cifarbench.config import TrainConfig, load_toml, tomllib
 from cifarbench.errors import CifarbenchError
+from cifarbench.study.budget import parse_budget
 
-TOP_KEYS = {"name", "dataset", "description", "notes", "seeds", "target", "jobs", "defaults", "sweep", "final", "models"}
-MODEL_KEYS = {"name", "label", "paper_test_acc", "defaults", "grid", "space", "sweep", "final"}
+TOP_KEYS = {"name", "dataset", "description", "notes", "seeds", "target", "jobs", "defaults", "sweep", "final", "models",
+            "override", "budget"}
+# [override] keys that are not TrainConfig fields: the study's dataset, and a scale and a cap for every stage's epochs
+# (rounded half up, at least 1: 0.05 turns the paper's 30-epoch sweep into 2 epochs and its 50-epoch finals into 3).
+OVERRIDE_KEYS = {"dataset", "epochs_scale", "max_epochs"}
+MODEL_KEYS = {"name", "label", "paper_test_acc", "defaults", "grid", "space", "sweep", "final", "budget_share"}
 # [sweep] keys that steer Optuna rather than a run; every other key there must be a TrainConfig field.
 SWEEP_KEYS = {"sampler", "pruner", "n_trials", "seed", "heartbeat_interval", "grace_period",
               "pruner_startup_trials", "pruner_warmup_epochs", "max_retry"}
@@ -48,6 +59,7 @@ class ModelSpec:
     space: dict[str, Any] = field(default_factory=dict)
     sweep: dict[str, Any] = field(default_factory=dict)  # this model's overrides of [sweep] (TrainConfig fields)
     final: dict[str, Any] = field(default_factory=dict)  # this model's overrides of [final]
+    budget_share: float = 1.0  # its weight in the finals' time under a budget (study/budget.py)
 
     def point(self, name: str) -> dict[str, Any]:
         for p in self.grid:
@@ -72,6 +84,8 @@ class StudySpec:
     sweep: dict[str, Any] = field(default_factory=dict)   # control keys + TrainConfig overrides
     final: dict[str, Any] = field(default_factory=dict)
     models: list[ModelSpec] = field(default_factory=list)
+    override: dict[str, Any] = field(default_factory=dict)  # [override]: deviations from the file (module doc)
+    budget: float | None = None  # seconds of wall time the finals' epochs are fitted to (study/budget.py)
 
     # --- sweep control, with defaults
     @property
@@ -93,17 +107,108 @@ class StudySpec:
         raise CifarbenchError(f"{self.source}: no model {name!r} in this study")
 
     def run_config(self, model: str | ModelSpec, stage: str, params: dict[str, Any] | None = None,
-                   seed: int | None = None, output: str | None = None, data_dir: str | None = None) -> TrainConfig:
-        """The TrainConfig of one run of this study (see the module docstring for the order)."""
+                   seed: int | None = None, output: str | None = None, data_dir: str | None = None,
+                   override: bool = True) -> TrainConfig:
+        """The TrainConfig of one run of this study (see the module docstring for the order).
+
+        ``override=False``: the run as the study file alone has it, without [override] (for the deviations).
+        """
         m = model if isinstance(model, ModelSpec) else self.model(model)
         stage_table = {k: v for k, v in (self.sweep if stage == "sweep" else self.final).items() if k not in SWEEP_KEYS}
-        values: dict[str, Any] = {"model": m.name, "dataset": self.dataset}
+        values: dict[str, Any] = {"model": m.name, "dataset": self.dataset if override else self.raw["dataset"]}
         own_stage = m.sweep if stage == "sweep" else m.final
-        for layer in (self.defaults, m.defaults, params or {}, stage_table, own_stage):
+        layers = [self.defaults, m.defaults, params or {}, stage_table, own_stage]
+        if override:
+            layers.append({k: v for k, v in self.override.items() if k not in OVERRIDE_KEYS})
+        for layer in layers:
             values.update(layer)
+        if override:
+            before = values["epochs"]  # every stage table has epochs (parse_spec checks)
+            values["epochs"] = self.scale_epochs(before)
+            if values.get("warmup_epochs") and values["epochs"] != before:
+                # the warm-up keeps its share of the run (and stays below epochs, as validate wants)
+                values["warmup_epochs"] = values["warmup_epochs"] * values["epochs"] / before
         values.update(seed=self.sweep_seed if seed is None else seed, eval_test=False, resume="auto",
                       output=output, data_dir=data_dir)
         return TrainConfig.from_dict(values, source=self.source)
+
+    # --- [override]: runs that deviate from the study file
+    def scale_epochs(self, epochs: int) -> int:
+        """``epochs`` after [override]'s epochs_scale (rounded half up, at least 1) and max_epochs."""
+        scale, cap = self.override.get("epochs_scale"), self.override.get("max_epochs")
+        if scale is not None:
+            epochs = max(1, math.floor(epochs * scale + 0.5))
+        return min(epochs, cap) if cap is not None else epochs
+
+    def stage_epochs(self) -> dict[str, dict[str, list[int]]]:
+        """{model: {stage: [epochs in the study file, epochs run]}}: what the report projects the file's cost from."""
+        return {m.name: {s: [self.run_config(m, s, override=False).epochs, self.run_config(m, s).epochs]
+                         for s in ("sweep", "final")} for m in self.models}
+
+    def deviations(self) -> list[str]:
+        """What [override] changes from the study file, one line each (study.json, the report, the dry run)."""
+        o, out = self.override, []
+        if o.get("dataset", self.raw["dataset"]) != self.raw["dataset"]:
+            out.append(f"dataset {self.raw['dataset']} -> {o['dataset']}")
+        if "epochs_scale" in o or "max_epochs" in o:
+            how = " and ".join(([f"scaled by {o['epochs_scale']:g}"] if "epochs_scale" in o else [])
+                               + ([f"capped at {o['max_epochs']}"] if "max_epochs" in o else []))
+            epochs, parts = self.stage_epochs(), []
+            for stage in ("sweep", "final"):
+                pairs: dict[tuple[int, int], list[str]] = {}
+                for model, stages in epochs.items():
+                    pairs.setdefault(tuple(stages[stage]), []).append(model)
+                if len(pairs) == 1:
+                    (a, b), = pairs
+                    parts.append(f"{stage} {a} -> {b}")
+                else:  # a model with its own stage epochs (e.g. the quick preset's finals)
+                    parts.append(f"{stage} " + ", ".join(f"{a} -> {b} ({', '.join(ms)})" for (a, b), ms in pairs.items()))
+            out.append(f"epochs {how}: " + ", ".join(parts))
+        for k, v in sorted(o.items()):
+            if k in OVERRIDE_KEYS:
+                continue
+            before = {_toml_value(getattr(self.run_config(m, s, p, override=False), k))
+                      for m in self.models for p in _points(m) for s in ("sweep", "final")}
+            if before != {_toml_value(v)}:  # a flag that changes nothing is no deviation
+                out.append(f"{k} = {_toml_value(v)} in every run (the study file: {' / '.join(sorted(before))})")
+        return out
+
+    def with_override(self, override: dict[str, Any] | None) -> "StudySpec":
+        """This study with ``override`` merged into its [override] table (`cifarbench study`'s flags), re-validated."""
+        override = {k: v for k, v in (override or {}).items() if v is not None}
+        if not override:
+            return self
+        raw = copy.deepcopy(self.raw)
+        raw["override"] = {**raw.get("override", {}), **override}
+        return parse_spec(raw, source=self.source, text=self.text)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v).lower()
+    return f'"{v}"' if isinstance(v, str) else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def override_flags(override: dict[str, Any]) -> str:
+    """The `cifarbench study` flags that write ``override`` (for messages that say how to resume)."""
+    named = {"epochs_scale": "--epochs-scale", "max_epochs": "--max-epochs", "dataset": "--dataset"}
+    return " ".join(f"{named[k]} {v}" if k in named else f"--override {k}={_toml_value(v)}"
+                    for k, v in override.items()) or "no deviation flags"
+
+
+def parse_override_args(items: list[str] | None) -> dict[str, Any]:
+    """`--override KEY=VALUE` pairs as a dict; VALUE is read as a TOML value (16, 0.1, true, "x"), else as text."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise CifarbenchError(f"--override {item!r}: expected KEY=VALUE, e.g. resolution=64")
+        try:
+            out[key] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = value.strip()
+    return out
 
 
 def params_of(point: dict[str, Any]) -> dict[str, Any]:
@@ -188,13 +293,24 @@ def parse_spec(raw: dict[str, Any], source: str = "study", text: str = "") -> St
     jobs = raw.get("jobs", 1)
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         bad("jobs", f"{jobs!r} must be a positive integer")
+    override = raw.get("override", {})
+    check_table("[override]", override, extra=OVERRIDE_KEYS)
+    scale, cap = override.get("epochs_scale"), override.get("max_epochs")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < math.inf):
+        bad("[override] epochs_scale", f"{scale!r} must be a positive number (--epochs-scale)")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        bad("[override] max_epochs", f"{cap!r} must be a positive integer (--max-epochs)")
+    if "dataset" in override and (not isinstance(override["dataset"], str) or not override["dataset"]):
+        bad("[override] dataset", f"{override['dataset']!r} must be a dataset name (--dataset)")
 
     models_raw = raw.get("models")
     if not isinstance(models_raw, list) or not models_raw:
         bad("", "missing [[models]] (a study needs at least one model)")
-    spec = StudySpec(name=raw["name"], dataset=raw["dataset"], source=source, raw=raw, text=text,
-                     description=str(raw.get("description", "")), notes=[str(n) for n in notes],
-                     seeds=seeds, target=target, jobs=jobs, defaults=defaults, sweep=sweep, final=final)
+    spec = StudySpec(name=raw["name"], dataset=override.get("dataset", raw["dataset"]), source=source, raw=raw,
+                     text=text, description=str(raw.get("description", "")), notes=[str(n) for n in notes],
+                     seeds=seeds, target=target, jobs=jobs, defaults=defaults, sweep=sweep, final=final,
+                     override=override)
+    spec.budget = parse_budget(raw["budget"], f"{source}: budget") if "budget" in raw else None
     sampler = spec.sampler
     for i, m in enumerate(models_raw):
         where = f"models[{i}]"
@@ -213,6 +329,10 @@ def parse_spec(raw: dict[str, Any], source: str = "study", text: str = "") -> St
         ms = ModelSpec(name=m["name"], label=str(m.get("label", m["name"])), paper_test_acc=m.get("paper_test_acc"),
                        defaults=m.get("defaults", {}), grid=list(m.get("grid", [])), space=dict(m.get("space", {})),
                        sweep=dict(m.get("sweep", {})), final=dict(m.get("final", {})))
+        share = m.get("budget_share", 1.0)
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < math.inf:
+            bad(f"{where}.budget_share", f"{share!r} must be a positive number (the model's weight in the finals' time)")
+        ms.budget_share = float(share)
         if sampler == "grid":
             if not ms.grid:
                 bad(where, "sampler 'grid' needs a non-empty 'grid' list")
@@ -269,6 +389,11 @@ def _check_configs(spec: StudySpec, bad) -> None:
                     bad(where, f"{msg} (in the {stage} stage)")
                 except TypeError as e:  # a wrongly typed value, e.g. lr = "fast"
                     bad(where, str(e))
+
+
+def _points(m: ModelSpec) -> list[dict[str, Any]]:
+    """The TrainConfig overrides of each grid point, or one example point of a search space."""
+    return [params_of(p) for p in m.grid] or [_space_example(m.space)]
 
 
 def _space_example(space: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Stages (each recorded in STUDY/study.json as pending | running | done):
 
 1. sweep  - every grid point of every model for the sweep epochs (``sweep.py``, Optuna); the winner of
             each model is the point with the best *validation* accuracy.
-2. final  - each winner retrained for the final epochs, once per seed.
+2. final  - each winner retrained for the final epochs, once per seed (under a budget, the epochs that
+            ``budget.py`` chose after the sweep, kept in study.json).
 3. test   - the finals' best checkpoints evaluated on the test split: mean +- sample std over seeds.
 4. report - ``cifarbench.report.render_report``.
 
@@ -21,15 +22,17 @@ import contextlib
 import datetime as _dt
 import json
 import statistics
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 from cifarbench import log
 from cifarbench.config import TrainConfig, read_json, write_json
 from cifarbench.errors import CifarbenchError
+from cifarbench.study import budget as bg
 from cifarbench.study import sweep as sw
-from cifarbench.study.jobs import device_slots, run_side_by_side
-from cifarbench.study.spec import StudySpec, load_spec
+from cifarbench.study.jobs import cpu_jobs, device_slots, run_side_by_side
+from cifarbench.study.spec import StudySpec, load_spec, override_flags
 
 STAGES = ("sweep", "final", "test", "report")
 
@@ -75,7 +78,12 @@ class StudyState:
         config = json.loads(json.dumps(spec.raw, default=str))
         if self.path.exists():
             self.data = read_json(self.path)
-            if self.data.get("config") != config:
+            old = self.data.get("config") or {}
+            if old != config and {**old, "override": None} == {**config, "override": None}:
+                raise CifarbenchError(f"{study_dir}: holds study {spec.name!r} run with {override_flags(old.get('override', {}))}, "
+                                      f"now {override_flags(config.get('override', {}))}; rerun with the same flags "
+                                      "to resume it, or use another --output")
+            if old != config:
                 raise CifarbenchError(f"{study_dir}: holds study {self.data.get('name')!r} with a different config; "
                                       "use another --output (or delete that folder to start over)")
         else:
@@ -89,9 +97,19 @@ class StudyState:
         toml = study_dir / "study.toml"
         if not toml.exists() and spec.text:
             toml.write_text(spec.text)  # the file as written, comments included
+        self._t0, self._wall0 = time.monotonic(), float(self.data.get("wall_s") or 0.0)
+
+    def wall_s(self) -> float:
+        """The study's wall time: this session so far plus the earlier ones (the time between them not counted)."""
+        return self._wall0 + time.monotonic() - self._t0
 
     def stage(self, name: str, value: str) -> None:
         self.data["stages"][name] = value
+        times = self.data.setdefault("stage_wall_s", {}).setdefault(name, {})  # on the wall_s clock, for a budget
+        if value == "running":
+            times.setdefault("start", round(self.wall_s(), 1))
+        elif value == "done":
+            times["end"] = round(self.wall_s(), 1)
         self.save()
 
     def model(self, name: str) -> dict[str, Any]:
@@ -99,6 +117,7 @@ class StudyState:
 
     def save(self) -> None:
         self.data["updated"] = _now()
+        self.data["wall_s"] = round(self.wall_s(), 1)
         write_json(self.path, self.data)
 
 
@@ -108,11 +127,13 @@ def _environment(device: str | None, jobs: int) -> dict[str, Any]:
 
         env = environment(resolve_device(device or "auto"))
     except ImportError as e:  # the engine is optional for reading a study, not for running one
-        import os, platform, socket, sys
+        import platform, socket, sys
+
+        from cifarbench.cpus import usable_cpus
 
         log.warn(f"environment record incomplete ({e})")
         env = {"python": sys.version.split()[0], "device": device or "auto", "hostname": socket.gethostname(),
-               "platform": platform.platform(), "threads": os.cpu_count(), "date": _now()}
+               "platform": platform.platform(), "threads": usable_cpus(), "date": _now()}
     env["jobs"] = jobs
     if jobs > 1:
         env["threads_per_job"] = device_slots(jobs, device)[0].threads
@@ -192,6 +213,7 @@ def _winner_params(state: StudyState, model: str) -> dict[str, Any]:
 def _stage_final(state: StudyState, jobs: int, data_dir, device, train_fn) -> None:
     spec = state.spec
     state.stage("final", "running")
+    epochs = bg.final_epochs(state, jobs, device, lambda name: _winner_params(state, name))  # None: no budget
     todo = []
     for m in spec.models:
         params = _winner_params(state, m.name)
@@ -207,6 +229,8 @@ def _stage_final(state: StudyState, jobs: int, data_dir, device, train_fn) -> No
                 cfg = spec.run_config(m, "final", params, seed=seed, output=str(state.dir / rel), data_dir=data_dir)
                 if device:
                     cfg = cfg.replace(device=device)
+                if epochs:  # the budget's choice, stored in study.json: the same on every resume
+                    cfg = cfg.replace(epochs=epochs[m.name])
                 todo.append(((m.name, seed), cfg.validate()))
             entries.append(entry)
         state.model(m.name)["finals"] = entries
@@ -268,41 +292,56 @@ def _stage_report(state: StudyState) -> list[str]:
 
 
 # ---------------------------------------------------------------- entry points
-def plan_study(spec: StudySpec, device: str | None = None, measure: bool = True) -> dict[str, Any]:
-    """The runs a study would make, and a measured estimate of its time on this device."""
+def plan_study(spec: StudySpec, device: str | None = None, measure: bool = True, budget: str | None = None,
+               jobs: int | None = None) -> dict[str, Any]:
+    """The runs a study would make, a measured estimate of its time on this device, and its budget plan."""
     from cifarbench.study.plan import estimate, plan
 
     out: dict[str, Any] = {"ok": True, "dry_run": True, "name": spec.name, "description": spec.description,
-                           "target": spec.target, "notes": spec.notes, "plan": plan(spec)}
+                           "target": spec.target, "notes": spec.notes, "deviations": spec.deviations(), "plan": plan(spec)}
     if measure:
         try:
             out["estimate"] = estimate(spec, device)
         except Exception as e:  # an estimate is a courtesy; the plan is the point
             log.warn(f"no time estimate ({type(e).__name__}: {e})")
+        out["budget"] = bg.dry_run(spec, budget, spec.jobs if jobs is None else jobs, device)
     return out
 
 
 def run_study(config_or_preset: str | Path, output: str | Path | None = None, data_dir: str | None = None,
               jobs: int | None = None, device: str | None = None, dry_run: bool = False, storage: str | None = None,
               train_fn: Callable | None = None, evaluate_fn: Callable | None = None,
-              poll: float | None = None) -> dict[str, Any]:
+              poll: float | None = None, override: dict[str, Any] | None = None,
+              budget: str | None = None) -> dict[str, Any]:
     """Run (or resume) a study; returns study.json's content plus "ok" (every model tested on every seed).
 
     ``train_fn(cfg, on_epoch=None) -> results`` and ``evaluate_fn(run_dir, split, data_dir, device)``
     replace the engine (tests); with ``jobs`` > 1 they must be module-level functions.
+    ``override``: keys of the study's [override] table (``epochs_scale``, ``max_epochs``, ``dataset``,
+    TrainConfig fields), set by `cifarbench study`'s flags and reported as deviations from the study file.
+    ``budget``: wall time to fit the finals' epochs to (30m, 1h30m, 1800), over the study file's ``budget``.
     """
-    spec = load_spec(config_or_preset)
+    from cifarbench.study.memory import check_packing, study_configs
+
+    spec = load_spec(config_or_preset).with_override(override)
     jobs = spec.jobs if jobs is None else jobs  # the study's own setting unless the caller says otherwise
     if jobs < 1:
         raise CifarbenchError(f"--jobs {jobs}: must be at least 1")
+    jobs = cpu_jobs(jobs, device)  # on a CPU, no more side by side than the usable cores (taskset)
+    bg.resolve(spec, budget)  # a bad --budget fails now, before any work
+    # before anything is written: a packing that cannot fit is refused now, also in a dry run
+    packing = check_packing(study_configs(spec), device_slots(jobs, device)) if jobs > 1 else None
     if dry_run:
-        return plan_study(spec, device)
+        return plan_study(spec, device, budget=budget, jobs=jobs)
     _check_models(spec)
     study_dir = Path(output or Path("studies") / spec.name).resolve()
     state = StudyState(study_dir, spec)
     storage = storage or sw.default_storage(study_dir)
     state.data["storage"] = sw.redact(storage)
     state.data["env"] = _environment(device, jobs)
+    state.data.update(deviations=spec.deviations(), epochs=spec.stage_epochs(), memory=packing)
+    for d in state.data["deviations"]:
+        log.info(f"deviation from {Path(spec.source).name}: {d}")
     log.info(f"study {spec.name} in {study_dir} ({', '.join(f'{s} {v}' for s, v in state.data['stages'].items())})")
     if spec.target == "gpu" and state.data["env"].get("device", "cpu").startswith("cpu"):
         _warn_cpu(spec, device)
@@ -311,6 +350,7 @@ def run_study(config_or_preset: str | Path, output: str | Path | None = None, da
         if overview is not None:
             state.data["data"] = overview
     state.save()
+    bg.prepare(state, budget, jobs, device)  # calibrates once; stops now if the budget cannot hold the study
 
     try:
         _stage_sweep(state, storage, jobs, data_dir, device, train_fn, poll)
@@ -323,6 +363,7 @@ def run_study(config_or_preset: str | Path, output: str | Path | None = None, da
 
         # a run's own message names `cifarbench train --resume`; a study resumes as a whole
         stage = next((k for k, v in state.data["stages"].items() if v != "done"), "?")
+        state.save()  # the wall time so far, which a budget counts on resume
         raise Interrupted(f"study {spec.name} interrupted in its {stage} stage; finished runs are kept and "
                           f"interrupted ones continue from their checkpoints: rerun the same command to resume "
                           f"({study_dir})") from None

@@ -89,7 +89,7 @@ def _pruner(spec: StudySpec):
         return optuna.pruners.MedianPruner(n_startup_trials=int(spec.sweep.get("pruner_startup_trials", 2)),
                                            n_warmup_steps=int(spec.sweep.get("pruner_warmup_epochs", 1)))
     if spec.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=int(spec.sweep["epochs"]))
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec.scale_epochs(int(spec.sweep["epochs"])))
     return optuna.pruners.NopPruner()
 
 
@@ -460,7 +460,11 @@ def run_sweep(config: str, storage: str | None = None, workers: int = 1, output:
 
     Returns {model: sweep entries}. More workers can join from other machines with ``cifarbench worker``.
     """
+    from cifarbench.study.memory import check_packing, study_configs
+
     spec = load_spec(config)
+    if workers > 1:  # N local workers are N processes, on one GPU when there is one: refuse what cannot fit
+        check_packing(study_configs(spec, ("sweep",)), device_slots(workers, device), flag="--workers")
     study_dir = Path(output or Path("studies") / spec.name)
     study_dir.mkdir(parents=True, exist_ok=True)
     storage = storage or default_storage(study_dir)

@@ -1,0 +1,79 @@
+"""The report's "Time budget" section: the rule a budgeted study applied, the epochs it chose, and how
+its prediction compared with the wall time the study took.
+
+It reads study.json's "budget" (written by study/budget.py: the rule as applied, the calibration, the
+decision) and the study's own clock ("wall_s", "stage_wall_s"); nothing when the study had no budget.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+
+from cifarbench.report.doc import Bullets, Heading, Para, Table
+from cifarbench.report.load import Study
+
+DASH = "—"
+
+
+def _clock(seconds) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return DASH
+    sign, s = ("-" if seconds < 0 else ""), round(abs(seconds))
+    h, rest = divmod(s, 3600)
+    return sign + (f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}")
+
+
+def _secs(x) -> str:
+    return DASH if x is None else f"{x:.0f}"
+
+
+def _actual_run_s(study: Study, model: str) -> float | None:
+    """Mean wall time of the model's finished finals (results.json wall_time_s)."""
+    for m in study.models:
+        if m.name == model:
+            walls = [r.results["wall_time_s"] for r in m.finals if r.results.get("wall_time_s")]
+            return statistics.fmean(walls) if walls else None
+    return None
+
+
+def budget_blocks(study: Study) -> list:
+    b = study.info.get("budget")
+    if not b:
+        return []
+    out = [Heading(2, "Time budget"),
+           Para(f"Budget **{b.get('budget')}** ({_clock(b.get('budget_s'))}) for the whole study on this machine. "
+                "The final stage's epochs were set by this rule, fixed before any run; its inputs are measured "
+                "speeds and the study file's shares, never a test figure:"),
+           Bullets([str(r) for r in b.get("rule") or []])]
+    a = b.get("allocation")
+    if not a:
+        p = b.get("predicted") or {}
+        out.append(Para("The finals are not planned yet: the rule runs when the sweep has finished"
+                        + (f" (predicted at the start: epochs {', '.join(f'{k} {v}' for k, v in p['epochs'].items())})."
+                           if p.get("epochs") else ".")))
+        return out
+    rows = []
+    for r in a["models"]:
+        rows.append([r["model"], f"{r['share']:.2f}", f"{r['calibrated_images_per_sec']:.0f}",
+                     f"{r['images_per_sec']:.0f}", r["source"], f"{r['epoch_s']:.1f}", f"{r['epochs']} ({r['cap']})",
+                     f"{r['predicted_run_s']:.0f}", _secs(_actual_run_s(study, r["model"]))])
+    out.append(Table(["Model", "Share", "Calibrated img/s", "Img/s used", "Speed from", "Epoch (s)",
+                      "Epochs (cap)", "Predicted run (s)", "Actual run (s)"], rows,
+                     numeric=[False, True, True, True, False, True, True, True, True]))
+    times = (study.info.get("stage_wall_s") or {}).get("final") or {}
+    actual_final = times["end"] - times["start"] if "end" in times and "start" in times else None
+    wall = study.info.get("wall_s")
+    notes = [f"When the finals were planned: {_clock(a['elapsed_s'])} used (calibration, data overview, sweep), "
+             f"{_clock(a['reserve_s'])} reserved for the test and the report, {_clock(a['final_s'])} left for the "
+             f"finals with {a['lanes']} run(s) side by side and {a['seeds']} seed(s) per model.",
+             f"Finals: predicted {_clock(a['predicted_final_s'])}, actual {_clock(actual_final)}"
+             + ("" if actual_final is None else f" ({100 * (actual_final / a['predicted_final_s'] - 1):+.1f} %)")
+             + ". Epoch columns: seconds of one epoch (training and validation) at the speed used; "
+               "the cap is the study file's final epochs.",
+             f"Whole study: predicted {_clock(a['predicted_total_s'])}, actual {_clock(wall)} up to this report"
+             + ("" if wall is None else f" ({100 * wall / b['budget_s']:.1f} % of the budget)") + "."]
+    if not a.get("fits"):
+        notes.append("**Over budget by the rule's own prediction**: even one final epoch per model did not fit "
+                     "what the sweep left.")
+    out.append(Bullets(notes))
+    return out

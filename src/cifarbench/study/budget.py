@@ -1,0 +1,444 @@
+"""A wall-clock budget for a study: ``cifarbench study --budget 29m``, or ``budget = "29m"`` in its TOML.
+
+The final stage's epochs per model are set to fit the budget on the machine at hand, by a rule fixed before
+any run. Its inputs are measured speeds and the study file's per-model shares (chosen by the study's author
+from validation figures); the test split plays no part.
+
+1. Calibration, once, when the study starts: every distinct speed setting of the sweep and final runs (model,
+   stem, resolution, batch, amp, channels_last, and the thread count the run's slot will give it) is timed for
+   a few training steps (``plan._steps_per_image``: 2 warm-up + up to 3 timed, eager). From it the sweep's
+   length is predicted. If the sweep alone would overrun the budget, the study stops before it starts, with
+   one line saying how long it would take; if the sweep fits but not one final epoch per model with the
+   reserve, one warning line says so and the study goes on (the calibration is a few steps: the sweep's own
+   speeds decide).
+2. After the sweep, whose cost is then known rather than predicted, the finals get
+       T = budget - elapsed - reserve
+   elapsed: the study's wall time so far (``StudyState.wall_s``, summed over sessions); reserve: the test stage
+   (each final's test images at EVAL_COST of a training image, plus TEST_RUN_S per run) plus RESERVE_S.
+   A model's speed is the median images/s of its own sweep runs that had the same speed setting (real epochs
+   on this machine, run side by side as the finals will be); a model without one uses its calibration, scaled
+   by the median sweep/calibration ratio of the models that have both. An epoch costs
+       c_m = (training images + EVAL_COST x validation images) / speed_m
+   and a run adds R_m (start-up and the final reload: its sweep runs' wall - train - validation time, else
+   RUN_OVERHEAD_S). The ``lanes`` runs side by side (``--jobs``) give lanes x T run-seconds, shared between
+   the models by the study file's ``budget_share`` (default equal) and split over the seeds:
+       epochs_m = floor((share_m x lanes x T / seeds - R_m) / c_m), within [min_m, cap_m]
+   min_m = 1 (or the warm-up epochs + 1); cap_m = the final epochs the study file gives the model.
+   Then the finals are laid out as the study runs them (models in order, seeds inside, each run on the first
+   free lane, as ``jobs.run_side_by_side`` does): while that schedule is longer than T, the model furthest over
+   its share loses an epoch; then, while it stays within T, the model furthest under its share gains one
+   (so time a floor or a cap leaves over goes to the others).
+3. The decision (with the calibration, speeds and predictions) is written to study.json's "budget" and never
+   made again: a resumed study reuses it, so an interrupted final resumes with the same epochs (the engine
+   refuses a run whose config changed). A different ``--budget`` on a rerun is reported and ignored once the
+   finals are planned; before that it replaces the stored one, and a rerun without one keeps it. A budget
+   given only after the finals started is ignored (their runs have the study file's epochs).
+
+The prediction errs long on purpose (a run's start-up counted per run, the test timed at one job's threads);
+what it cannot see is the machine getting slower after the sweep (other jobs starting), the reason a
+budget should leave a margin under a hard limit.
+"""
+from __future__ import annotations
+
+import math
+import re
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from cifarbench import log
+from cifarbench.config import TTA_VIEWS, read_json
+from cifarbench.errors import CifarbenchError
+
+# A validation or test image (forward only, no_grad, large batches) costs about a third of a training image
+# (forward + backward + step); plan.py's estimate uses the same figure.
+EVAL_COST = 1 / 3
+RUN_OVERHEAD_S = 10.0  # a final's start-up and final reload when no sweep run measured it (quick study: 4-14 s)
+TEST_RUN_S = 3.0       # evaluate_run per final: load the data, the model and best.pt
+RESERVE_S = 30.0       # the report (3 s on the quick study), imports before the study's clock starts, worker start-up
+
+RULE = [
+    "Calibration at the start: a few timed training steps per model with the runs' exact speed settings "
+    "(model, stem, resolution, batch, amp, channels_last, threads per run).",
+    f"After the sweep: finals time T = budget - elapsed - reserve (test stage at {EVAL_COST:.2f} of a training "
+    f"image per test image, times 1 + the TTA views with --tta, + {TEST_RUN_S:g} s per final, + {RESERVE_S:g} s "
+    "for the report and start-up).",
+    "Speed per model: the median images/s of its own sweep runs with the same settings, else its calibration "
+    "scaled by the other models' sweep/calibration ratio.",
+    f"Epoch cost = (training images + {EVAL_COST:.2f} x validation images) / speed; per-run overhead from the "
+    f"sweep runs (else {RUN_OVERHEAD_S:g} s), plus the final validation pass over the TTA views with --tta.",
+    "epochs = floor((share x runs side by side x T / seeds - overhead) / epoch cost), at least 1 (warm-up + 1), "
+    "at most the study file's final epochs; shares are the study file's budget_share (default equal).",
+    "Then the finals' schedule (models in order, seeds inside, each run on the first free slot) is fitted to T: "
+    "the model furthest over its share loses an epoch while it is too long; the model furthest under its "
+    "share gains one while it still fits.",
+    "Decided once, stored in study.json; the test split plays no part.",
+]
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+# ---------------------------------------------------------------- the budget value
+def parse_budget(value: Any, where: str = "--budget") -> float:
+    """Seconds from 30m, 1h30m, 90s, 1800 (seconds) or a TOML number; one-line error naming the value."""
+    seconds = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        try:
+            seconds = float(text)
+        except ValueError:
+            m = _DURATION.fullmatch(text)
+            if m and text and any(m.groups()):
+                seconds = sum(float(g) * f for g, f in zip(m.groups(), (3600, 60, 1)) if g)
+    if seconds is None or not math.isfinite(seconds):
+        raise CifarbenchError(f"{where} {value!r}: not a duration (examples: 30m, 1h30m, 90s, 1800 for seconds)")
+    if seconds <= 0:
+        raise CifarbenchError(f"{where} {value!r}: must be more than 0 seconds")
+    return seconds
+
+
+def resolve(spec, flag: str | None) -> tuple[float, str] | None:
+    """(seconds, as written) of the flag, else of the study file's ``budget``, else None."""
+    if flag is not None:
+        return parse_budget(flag), str(flag)
+    if spec.budget is not None:
+        return spec.budget, str(spec.raw.get("budget"))
+    return None
+
+
+def clock(seconds: float) -> str:
+    """27:43, or 1:02:03 past an hour."""
+    sign, s = ("-" if seconds < 0 else ""), round(abs(seconds))
+    h, rest = divmod(s, 3600)
+    return sign + (f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}")
+
+
+# ---------------------------------------------------------------- the rule (pure)
+@dataclass
+class ModelCost:
+    name: str
+    epoch_s: float            # one epoch of one run: training plus the validation pass
+    overhead_s: float = 0.0   # per run: start-up and the final reload
+    share: float = 1.0
+    cap: int | None = None
+    min_epochs: int = 1
+
+    @classmethod
+    def from_speed(cls, name: str, images_per_sec: float, train_images: int, val_images: int, **kw) -> "ModelCost":
+        """An epoch trains on ``train_images`` and evaluates ``val_images`` (at EVAL_COST of a training image each)."""
+        return cls(name, (train_images + EVAL_COST * val_images) / images_per_sec, **kw)
+
+    def run_s(self, epochs: int) -> float:
+        return self.overhead_s + epochs * self.epoch_s
+
+
+def schedule_s(durations: list[float], lanes: int) -> float:
+    """How long the runs take with ``lanes`` side by side, each next one on the first lane to come free."""
+    free = [0.0] * max(1, lanes)
+    for d in durations:
+        i = free.index(min(free))
+        free[i] += d
+    return max(free)
+
+
+def allocate(budget_s: float, elapsed_s: float, reserve_s: float, models: list[ModelCost], seeds: int,
+             lanes: int) -> dict[str, Any]:
+    """Final epochs per model (the module docstring's step 2): {"epochs", "final_s", "predicted_final_s", "fits", ...}."""
+    seeds, lanes = max(1, seeds), max(1, lanes)
+    final_s = budget_s - elapsed_s - reserve_s
+    total = sum(m.share for m in models)
+    target = {m.name: max(final_s, 0.0) * lanes * m.share / total for m in models}  # run-seconds, all its seeds
+
+    def clamp(m: ModelCost, e: int) -> int:
+        return max(m.min_epochs, min(e, m.cap) if m.cap is not None else e)
+
+    epochs = {m.name: clamp(m, math.floor((target[m.name] / seeds - m.overhead_s) / max(m.epoch_s, 1e-9)))
+              for m in models}
+
+    def length(plus_one: ModelCost | None = None) -> float:
+        return schedule_s([m.run_s(epochs[m.name] + (m is plus_one)) for m in models for _ in range(seeds)], lanes)
+
+    def use(m: ModelCost) -> float:  # the fraction of its share the model's runs take
+        return seeds * m.run_s(epochs[m.name]) / target[m.name] if target[m.name] > 0 else math.inf
+
+    while length() > final_s:
+        over = [m for m in models if epochs[m.name] > m.min_epochs]
+        if not over:
+            break
+        epochs[max(over, key=use).name] -= 1
+    while True:
+        room = [m for m in models if (m.cap is None or epochs[m.name] < m.cap) and length(m) <= final_s]
+        if not room:
+            break
+        epochs[min(room, key=use).name] += 1
+    predicted = length()
+    return {"epochs": epochs, "final_s": final_s, "predicted_final_s": predicted, "fits": predicted <= final_s,
+            "target_s": target}
+
+
+# ---------------------------------------------------------------- speeds
+def _dataset(spec, data: dict | None) -> dict[str, int]:
+    """Image counts and shape: the study's data overview when it has loaded the data, else plan.py's table."""
+    if data and data.get("rows"):
+        total = data["rows"][-1]
+        return {"train_file": total["train"] + total["val"], "val": total["val"], "test": total["test"],
+                "size": data["image_size"], "channels": data["channels"], "classes": len(data["classes"])}
+    from cifarbench.data import default_val_size
+    from cifarbench.study.plan import DATASETS
+
+    n_all, native, chans, classes = DATASETS.get(spec.dataset, (50000, 32, 3, 10))
+    return {"train_file": n_all, "val": default_val_size(spec.dataset, n_all), "test": 10000, "size": native,
+            "channels": chans, "classes": classes}
+
+
+def _images(cfg: dict, d: dict[str, int]) -> tuple[int, int]:
+    """(training, validation) images of one epoch of a run with this config."""
+    val = d["val"] if cfg.get("val_size") is None else cfg["val_size"]
+    train = d["train_file"] - val
+    return (min(train, cfg["train_subset"]) if cfg.get("train_subset") else train), val
+
+
+def _key(cfg: dict, threads: int | None, d: dict[str, int]) -> dict[str, Any]:
+    """What sets a run's images/s (lr, seeds and epochs do not)."""
+    return {"model": cfg["model"], "stem": cfg["stem"], "resolution": cfg.get("resolution") or d["size"],
+            "batch_size": cfg["batch_size"], "amp": cfg["amp"], "channels_last": cfg["channels_last"], "threads": threads}
+
+
+class Speeds:
+    """Calibrated training images/s per speed setting, each measured once and kept in ``entries`` (study.json)."""
+
+    def __init__(self, entries: list[dict], d: dict[str, int], device: str | None):
+        self.entries, self.d, self.device = entries, d, device
+
+    def get(self, cfg: dict, threads: int | None) -> float:
+        key = _key(cfg, threads, self.d)
+        for e in self.entries:
+            if {k: e.get(k) for k in key} == key:
+                return e["images_per_sec"]
+        import torch
+
+        from cifarbench.engine.env import resolve_device
+        from cifarbench.study.plan import _cpu_bf16, _steps_per_image
+
+        dev = resolve_device(self.device or cfg.get("device") or "auto")
+        amp = cfg["amp"] and (dev.type != "cpu" or _cpu_bf16())  # the engine refuses amp without bf16 anyway
+        t0 = time.perf_counter()
+        s = _steps_per_image(cfg["model"], cfg["stem"], key["resolution"], self.d["channels"], self.d["classes"], dev,
+                             cfg["batch_size"], amp, cfg["channels_last"], threads=threads)
+        used = threads or torch.get_num_threads()
+        if dev.type == "cuda":  # hand the measurement's memory back before the runs start (the context stays)
+            torch.cuda.empty_cache()
+        self.entries.append({**key, "images_per_sec": round(1 / s, 1), "threads_used": used,
+                             "seconds": round(time.perf_counter() - t0, 1)})
+        log.info(f"budget: calibrated {cfg['model']} ({cfg['stem']}, {key['resolution']} px, batch {cfg['batch_size']}, "
+                 f"{used} thread(s)): {1 / s:.0f} img/s")
+        return round(1 / s, 1)
+
+
+def _sweep_measured(study_dir, entries: list[dict], key: dict, d: dict[str, int]) -> tuple[list[float], list[float]]:
+    """images/s and per-run overhead (s) of the finished sweep runs that ran with this speed setting."""
+    ips, over = [], []
+    for e in entries:
+        if e.get("state") not in ("complete", "pruned"):
+            continue
+        try:
+            cfg, res = read_json(study_dir / e["run"] / "config.json"), read_json(study_dir / e["run"] / "results.json")
+        except (CifarbenchError, KeyError):
+            continue
+        if _key(cfg, cfg.get("threads"), d) != key or not res.get("images_per_sec"):
+            continue
+        ips.append(float(res["images_per_sec"]))
+        if res.get("wall_time_s") and res.get("train_time_s") is not None:
+            val_s = res.get("epochs_done", 0) * EVAL_COST * _images(cfg, d)[1] / res["images_per_sec"]
+            over.append(max(0.0, res["wall_time_s"] - res["train_time_s"] - val_s))
+    return ips, over
+
+
+# ---------------------------------------------------------------- from a study to the rule's inputs
+def _slot(jobs: int, device: str | None):
+    from cifarbench.study.jobs import device_slots
+
+    slots = device_slots(jobs, device)
+    return slots[0], len(slots)
+
+
+def _run_cfg(spec, model, stage: str, params: dict, device: str | None, slot) -> tuple[dict, int | None]:
+    cfg = spec.run_config(model, stage, params)
+    if device:
+        cfg = cfg.replace(device=device)
+    return cfg.to_dict(), slot.threads or cfg.threads  # the slot's threads, as jobs.apply_slot gives them
+
+
+def _sweep_s(spec, speeds: Speeds, d, jobs: int, device: str | None) -> float:
+    """The sweep's predicted length: every grid point (or trial) for the sweep epochs, ``jobs`` at a time."""
+    from cifarbench.study.spec import _space_example, params_of
+
+    slot, lanes = _slot(jobs, device)
+    durations = []
+    for m in spec.models:
+        points = [params_of(p) for p in m.grid] or [_space_example(m.space)] * int(spec.sweep.get("n_trials", 0))
+        for p in points:
+            cfg, threads = _run_cfg(spec, m, "sweep", p, device, slot)
+            train, val = _images(cfg, d)
+            durations.append(RUN_OVERHEAD_S + cfg["epochs"] * (train + EVAL_COST * val) / speeds.get(cfg, threads))
+    return schedule_s(durations, lanes)
+
+
+def _final_costs(spec, params: Callable[[str], dict], speeds: Speeds, d, jobs: int, device: str | None,
+                 study_dir=None, sweeps: dict | None = None) -> tuple[list[ModelCost], list[dict]]:
+    slot, _ = _slot(jobs, device)
+    found = []
+    for m in spec.models:
+        cfg, threads = _run_cfg(spec, m, "final", params(m.name), device, slot)
+        calib = speeds.get(cfg, threads)
+        ips, over = (_sweep_measured(study_dir, sweeps.get(m.name, []), _key(cfg, threads, d), d)
+                     if sweeps else ([], []))
+        found.append((m, cfg, calib, ips, over))
+    ratios = [statistics.median(ips) / calib for _, _, calib, ips, _ in found if ips]
+    scale = statistics.median(ratios) if ratios else 1.0
+    costs, rows = [], []
+    total_share = sum(m.budget_share for m in spec.models)
+    for m, cfg, calib, ips, over in found:
+        if ips:
+            speed, source = statistics.median(ips), f"sweep, {len(ips)} run(s)"
+        else:
+            speed = calib * scale
+            source = f"calibration x {scale:.2f} (the sweep/calibration ratio)" if ratios else "calibration"
+        train, val = _images(cfg, d)
+        overhead = statistics.median(over) if over else RUN_OVERHEAD_S
+        views = TTA_VIEWS[cfg.get("tta") or "none"]  # a final with --tta also evaluates val with its views at the end
+        overhead += views * EVAL_COST * val / speed
+        low = min(cfg["epochs"], math.floor(cfg.get("warmup_epochs") or 0) + 1)  # validate: warm-up < epochs
+        cost = ModelCost.from_speed(m.name, speed, train, val, overhead_s=overhead, share=m.budget_share,
+                                    cap=cfg["epochs"], min_epochs=low)
+        costs.append(cost)
+        rows.append({"model": m.name, "share": round(m.budget_share / total_share, 4), "calibrated_images_per_sec": calib,
+                     "images_per_sec": round(speed, 1), "source": source, "train_images": train, "val_images": val,
+                     "epoch_s": round(cost.epoch_s, 2), "overhead_s": round(overhead, 2), "cap": cfg["epochs"],
+                     "tta_views": views})
+    return costs, rows
+
+
+def _reserve(rows: list[dict], seeds: int, d) -> float:
+    # the test stage evaluates each final plainly and, with --tta, once more over its views
+    test = sum(seeds * (d["test"] * (1 + r.get("tta_views", 0)) * EVAL_COST / r["images_per_sec"] + TEST_RUN_S)
+               for r in rows)
+    return test + RESERVE_S
+
+
+def _plan(spec, budget_s: float, elapsed_s: float, speeds: Speeds, d, jobs: int, device: str | None,
+          params: Callable[[str], dict], study_dir=None, sweeps: dict | None = None) -> dict[str, Any]:
+    costs, rows = _final_costs(spec, params, speeds, d, jobs, device, study_dir, sweeps)
+    reserve = _reserve(rows, len(spec.seeds), d)
+    lanes = _slot(jobs, device)[1]
+    alloc = allocate(budget_s, elapsed_s, reserve, costs, len(spec.seeds), lanes)
+    for r, c in zip(rows, costs):
+        r.update(epochs=alloc["epochs"][c.name], predicted_run_s=round(c.run_s(alloc["epochs"][c.name]), 1))
+    return {"elapsed_s": round(elapsed_s, 1), "reserve_s": round(reserve, 1), "final_s": round(alloc["final_s"], 1),
+            "predicted_final_s": round(alloc["predicted_final_s"], 1),
+            "predicted_total_s": round(elapsed_s + alloc["predicted_final_s"] + reserve, 1), "fits": alloc["fits"],
+            "lanes": lanes, "seeds": len(spec.seeds), "epochs": alloc["epochs"], "models": rows}
+
+
+def _first_point(spec) -> Callable[[str], dict]:
+    """Before the sweep the winner is unknown: predict with the first grid point (the speed settings rarely vary)."""
+    from cifarbench.study.spec import _space_example, params_of
+
+    return lambda name: (params_of(spec.model(name).grid[0]) if spec.model(name).grid
+                         else _space_example(spec.model(name).space))
+
+
+# ---------------------------------------------------------------- the study's hooks
+def prepare(state, flag: str | None, jobs: int, device: str | None) -> dict | None:
+    """At the study's start: record the budget, calibrate, and stop now if the study cannot fit it."""
+    spec, b = state.spec, state.data.get("budget")
+    given = resolve(spec, flag)
+    if b and b.get("allocation"):
+        if given and given[0] != b["budget_s"]:
+            log.warn(f"budget {given[1]}: ignored; this study's finals were planned for {b['budget']} and keep their "
+                     "epochs (an interrupted run resumes only with the same config); use another --output for a new budget")
+        return b
+    if given is None:
+        return b
+    if state.data["stages"]["final"] != "pending":
+        log.warn(f"budget {given[1]}: ignored; this study's finals already started with the study file's epochs")
+        return None
+    b = state.data.setdefault("budget", {"calibration": []})
+    b.update(budget=given[1], budget_s=given[0], rule=RULE)
+    d = _dataset(spec, state.data.get("data"))
+    speeds = Speeds(b["calibration"], d, device)
+    sweep_s = 0.0 if state.data["stages"]["sweep"] == "done" else _sweep_s(spec, speeds, d, jobs, device)
+    pred = _plan(spec, given[0], state.wall_s() + sweep_s, speeds, d, jobs, device, _first_point(spec))
+    b["predicted"] = {"sweep_s": round(sweep_s, 1), **pred}
+    state.save()
+    for line in format_lines(b)[1:]:
+        log.info(line)
+    if not pred["fits"] and state.data["stages"]["sweep"] == "pending":
+        msg = (f"budget {given[1]}: too short for study {spec.name} on this machine: the sweep takes about "
+               f"{clock(sweep_s)}, one final epoch per model {clock(pred['predicted_final_s'])} and the test and report "
+               f"{clock(pred['reserve_s'])} (calibrated; {clock(pred['predicted_total_s'])} in all)")
+        if pred["elapsed_s"] > given[0]:  # not even the sweep: nothing useful can come of starting
+            raise CifarbenchError(msg + "; give a longer budget or a smaller sweep")
+        log.warn(msg + "; the finals will get their minimum epochs unless the sweep runs faster than calibrated")
+    return b
+
+
+def final_epochs(state, jobs: int, device: str | None, params: Callable[[str], dict]) -> dict[str, int] | None:
+    """The finals' epochs per model under the budget, decided now (after the sweep) or read back; None: no budget."""
+    b = state.data.get("budget")
+    if not b:
+        return None
+    if not b.get("allocation"):
+        spec = state.spec
+        d = _dataset(spec, state.data.get("data"))
+        speeds = Speeds(b.setdefault("calibration", []), d, device)
+        sweeps = {name: m.get("sweep") or [] for name, m in state.data["models"].items()}
+        b["allocation"] = _plan(spec, b["budget_s"], state.wall_s(), speeds, d, jobs, device, params, state.dir, sweeps)
+        state.save()
+        a = b["allocation"]
+        log.info(f"budget {b['budget']}: {clock(a['elapsed_s'])} used, {clock(a['final_s'])} for the finals: "
+                 + ", ".join(f"{r['model']} {r['epochs']} epoch(s) ({r['images_per_sec']:.0f} img/s, {r['source']})"
+                             for r in a["models"]) + f"; predicted end {clock(a['predicted_total_s'])}")
+        if not a["fits"]:
+            log.warn(f"budget {b['budget']}: even one epoch per model overruns it: predicted end "
+                     f"{clock(a['predicted_total_s'])}")
+    return dict(b["allocation"]["epochs"])
+
+
+def dry_run(spec, flag: str | None, jobs: int, device: str | None) -> dict | None:
+    """The budget plan for ``--dry-run``: calibration, predicted sweep and finals (decided for real after the sweep)."""
+    given = resolve(spec, flag)
+    if given is None:
+        return None
+    d = _dataset(spec, None)
+    b: dict[str, Any] = {"budget": given[1], "budget_s": given[0], "rule": RULE, "calibration": []}
+    speeds = Speeds(b["calibration"], d, device)
+    t0 = time.perf_counter()
+    sweep_s = _sweep_s(spec, speeds, d, jobs, device)
+    pred = _plan(spec, given[0], time.perf_counter() - t0 + sweep_s, speeds, d, jobs, device, _first_point(spec))
+    b["predicted"] = {"sweep_s": round(sweep_s, 1), **pred}
+    b["lines"] = format_lines(b)
+    return b
+
+
+def format_lines(b: dict) -> list[str]:
+    """The budget plan in a few lines (the dry run prints them, a study logs them)."""
+    p = b.get("allocation") or b.get("predicted") or {}
+    out = [f"budget {b['budget']} ({clock(b['budget_s'])}):"]
+    if b.get("calibration"):
+        out.append("  calibrated: " + ", ".join(f"{c['model']} {c['images_per_sec']:.0f} img/s "
+                                                f"({c['threads_used']} thread(s), batch {c['batch_size']})"
+                                                for c in b["calibration"]))
+    if p:
+        sweep = f"sweep {clock(b['predicted']['sweep_s'])}, " if "sweep_s" in b.get("predicted", {}) else ""
+        out.append(f"  predicted: {sweep}{p['lanes']} run(s) side by side, finals {clock(p['predicted_final_s'])} "
+                   f"({clock(p['final_s'])} left for them), test and report {clock(p['reserve_s'])}, "
+                   f"end {clock(p['predicted_total_s'])}")
+        out.append("  final epochs (decided after the sweep, from its measured speeds): "
+                   + ", ".join(f"{r['model']} {r['epochs']} (cap {r['cap']})" for r in p["models"]))
+        if not p["fits"]:
+            out.append("  does not fit: even one final epoch per model overruns the budget")
+    return out

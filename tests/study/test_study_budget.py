@@ -1,0 +1,331 @@
+"""study/budget.py: --budget values, the allocation rule, calibration once, resume, the report, and taskset.
+
+The rule's tests compute the expected epochs by hand from the module docstring's formula; the fake-engine
+studies fix the study's clock (StudyState.wall_s) and the rule's constants so their epochs are exact too.
+"""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import studyfakes
+from cifarbench.cli import main
+from cifarbench.config import read_json
+from cifarbench.engine import Interrupted
+from cifarbench.errors import CifarbenchError
+from cifarbench.study import budget as bg
+from cifarbench.study import load_spec, run_study
+from cifarbench.study.budget import ModelCost, allocate, parse_budget, schedule_s
+from cifarbench.study.study import StudyState
+
+BUDGETED = """
+name = "budgeted"
+dataset = "shapes"
+seeds = [0, 1]
+{top}
+[defaults]
+batch_size = 32
+stem = "cifar"
+
+[sweep]
+epochs = 3
+
+[final]
+epochs = 30
+
+[[models]]
+name = "resnet18"
+budget_share = 3
+grid = [
+  {{ name = "sgd", opt = "sgd", lr = 0.1 }},
+  {{ name = "mom", opt = "momentum", lr = 0.01 }},
+]
+
+[[models]]
+name = "shufflenet_v2_x0_5"
+budget_share = 1
+grid = [{{ name = "sgd", opt = "sgd", lr = 0.1 }}]
+"""
+
+
+@pytest.fixture
+def toml(tmp_path):
+    def make(top: str = "", text: str | None = None):
+        path = tmp_path / "budgeted.toml"
+        path.write_text(text if text is not None else BUDGETED.format(top=top))
+        return path
+
+    return make
+
+
+# ---------------------------------------------------------------- the value
+@pytest.mark.parametrize("value, seconds", [("30m", 1800), ("1h30m", 5400), ("90s", 90), ("1800", 1800),
+                                            (1800, 1800), ("1h", 3600), ("2m30s", 150), ("0.5h", 1800)])
+def test_budget_forms(value, seconds):
+    assert parse_budget(value) == seconds
+
+
+@pytest.mark.parametrize("value, why", [("soon", "not a duration"), ("30x", "not a duration"), ("30 minutes", "not a duration"),
+                                        ("1h-3m", "not a duration"), ("0", "more than 0"), ("-5m", "not a duration")])
+def test_a_bad_budget_flag_is_one_line_naming_it(value, why, toml, capsys, tmp_path):
+    assert main(["study", str(toml()), f"--budget={value}", "--dry-run", "-o", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: --budget {value!r}: ") and why in err[0]
+
+
+def test_bad_budget_values_in_the_study_file(toml):
+    with pytest.raises(CifarbenchError, match=r"budgeted.toml: budget 'soon': not a duration"):
+        load_spec(toml(top='budget = "soon"'))
+    with pytest.raises(CifarbenchError, match=r"models\[resnet18\].budget_share: 0 must be a positive number"):
+        load_spec(toml(text=BUDGETED.format(top="").replace("budget_share = 3", "budget_share = 0")))
+    spec = load_spec(toml(top='budget = "1h30m"'))
+    assert spec.budget == 5400 and [m.budget_share for m in spec.models] == [3, 1]
+    assert load_spec("quick").budget == 29 * 60  # the README's main job has one
+
+
+# ---------------------------------------------------------------- the rule
+def test_time_is_split_by_share_after_elapsed_and_reserve_and_validation_counts():
+    # A epoch: (1000 + 300 / 3) / 100 img/s = 11 s; B: 5.5 s. T = 200 - 50 - 40 = 110, 55 s each.
+    a = ModelCost.from_speed("A", 100, 1000, 300)
+    b = ModelCost.from_speed("B", 200, 1000, 300)
+    assert a.epoch_s == pytest.approx(11.0)
+    got = allocate(200, 50, 40, [a, b], seeds=1, lanes=1)
+    assert got["epochs"] == {"A": 5, "B": 10} and got["final_s"] == 110 and got["fits"]
+    # 30 s more elapsed: 40 s each -> floors 3 and 7 (71.5 s); the 8.5 s left buy B one more epoch, not A
+    assert allocate(200, 80, 40, [a, b], seeds=1, lanes=1)["epochs"] == {"A": 3, "B": 8}
+    # shares 3 : 1 of T = 110: 82.5 s -> 7 epochs (77 s), 27.5 s -> 5 (27.5 s); the 5.5 s left fit one more of B
+    a.share = 3
+    assert allocate(200, 50, 40, [a, b], seeds=1, lanes=1)["epochs"] == {"A": 7, "B": 6}
+
+
+def test_seeds_and_runs_side_by_side():
+    m = lambda **kw: [ModelCost("M", 10.0, **kw)]  # noqa: E731
+    assert allocate(100, 0, 0, m(), seeds=2, lanes=1)["epochs"] == {"M": 5}   # 2 runs of 50 s in a row
+    assert allocate(100, 0, 0, m(), seeds=2, lanes=2)["epochs"] == {"M": 10}  # side by side: 100 s each
+    # 3 seeds on 2 lanes: 200 run-s / 3 would be 6 epochs, but 60 + 60 then 60 takes 120 s; 5 fits exactly
+    got = allocate(100, 0, 0, m(), seeds=3, lanes=2)
+    assert got["epochs"] == {"M": 5} and got["predicted_final_s"] == 100
+    assert allocate(100, 0, 0, m(overhead_s=5.0), seeds=2, lanes=1)["epochs"] == {"M": 4}  # (50 - 5) / 10
+
+
+def test_caps_pass_their_time_on_and_the_minimum_holds():
+    capped, free = ModelCost("A", 10.0, cap=2), ModelCost("B", 10.0)
+    assert allocate(100, 0, 0, [capped, free], seeds=1, lanes=1)["epochs"] == {"A": 2, "B": 8}
+    late = allocate(100, 150, 0, [ModelCost("A", 10.0), ModelCost("B", 10.0, min_epochs=3)], seeds=1, lanes=1)
+    assert late["epochs"] == {"A": 1, "B": 3} and not late["fits"] and late["predicted_final_s"] == 40
+
+
+def test_schedule_is_first_free_lane_in_order():
+    assert schedule_s([3, 1, 1, 1], 2) == 3
+    assert schedule_s([1, 1, 3], 2) == 4  # the order of the study's runs matters, as in run_side_by_side
+    assert schedule_s([2, 2, 2], 1) == 6
+
+
+# ---------------------------------------------------------------- a study with the fake engine
+@pytest.fixture
+def fake_study(monkeypatch, tiny_splits, fakelog):
+    """Fakes for the engine, the data, the report and the calibration; the clock stops at 10 s; small constants.
+
+    Returns the calibration calls."""
+    import cifarbench.data
+    import cifarbench.report as report
+    import cifarbench.study.plan as plan
+
+    monkeypatch.setattr(cifarbench.data, "load_dataset", lambda *a, **k: tiny_splits)
+    monkeypatch.setattr(report, "render_report", lambda d: [], raising=False)
+    calls = []
+
+    def steps_per_image(model, stem, resolution, *a, threads=None, **k):
+        calls.append((model, stem, resolution, threads))
+        return 1 / 500
+
+    monkeypatch.setattr(plan, "_steps_per_image", steps_per_image)
+    monkeypatch.setattr(StudyState, "wall_s", lambda self: 10.0)
+    monkeypatch.setattr(bg, "RUN_OVERHEAD_S", 0.5)
+    monkeypatch.setattr(bg, "TEST_RUN_S", 0.5)
+    monkeypatch.setattr(bg, "RESERVE_S", 1.0)
+    return calls
+
+
+def _run(toml, out, **kw):
+    return run_study(toml, output=out, train_fn=studyfakes.train, evaluate_fn=studyfakes.evaluate, device="cpu", **kw)
+
+
+# By hand: tiny_splits has 256 train / 64 val / 64 test images; the fake sweep runs report 1000 img/s and no
+# overhead, so an epoch costs (256 + 64/3) / 1000 = 0.2773 s. Reserve: 4 finals x (64/3/1000 + 0.5) + 1 = 3.085 s;
+# T = 30 - 10 - 3.085 = 16.915 s, one lane. Shares 3 : 1 -> 6.343 and 2.114 s per run -> floors 22 and 7 epochs
+# (16.085 s); one more epoch (0.555 s for 2 seeds) still fits and goes to ShuffleNetV2, the further under its share.
+EXPECTED = {"resnet18": 22, "shufflenet_v2_x0_5": 8}
+
+
+def test_budget_sets_the_final_epochs_from_the_sweeps_speed(toml, fake_study, fakelog, tmp_path):
+    out = tmp_path / "study"
+    res = _run(toml(), out, budget="30s")
+    assert res["ok"]
+    b = read_json(out / "study.json")["budget"]
+    a = b["allocation"]
+    assert a["epochs"] == EXPECTED and a["final_s"] == pytest.approx(16.915, abs=0.05) and a["lanes"] == 1
+    rows = {r["model"]: r for r in a["models"]}
+    assert rows["resnet18"]["calibrated_images_per_sec"] == 500 and rows["resnet18"]["images_per_sec"] == 1000
+    assert rows["resnet18"]["source"] == "sweep, 2 run(s)" and rows["shufflenet_v2_x0_5"]["source"] == "sweep, 1 run(s)"
+    assert rows["resnet18"]["share"] == 0.75 and rows["resnet18"]["cap"] == 30
+    for model, epochs in EXPECTED.items():
+        for seed in (0, 1):
+            assert read_json(out / f"final/{model}/seed{seed}/config.json")["epochs"] == epochs
+    assert [e["epochs"] for e in studyfakes.read_events(fakelog) if e["event"] == "train" and "/sweep/" in e["run"]] == [3] * 3
+    # one calibration per speed setting (the sweep's and the finals' are the same here), with the study's threads
+    assert sorted(fake_study) == [("resnet18", "cifar", 12, None), ("shufflenet_v2_x0_5", "cifar", 12, None)]
+    assert b["rule"] == bg.RULE and b["budget"] == "30s" and b["predicted"]["fits"]
+
+
+def test_without_a_budget_the_study_file_decides(toml, fake_study, tmp_path):
+    res = _run(toml(), tmp_path / "study")
+    assert "budget" not in res and not fake_study
+    assert read_json(tmp_path / "study/final/resnet18/seed0/config.json")["epochs"] == 30
+
+
+def test_budget_in_the_study_file_and_the_flag_over_it(toml, fake_study, tmp_path):
+    res = _run(toml(top='budget = "1h"'), tmp_path / "a")
+    assert res["budget"]["budget_s"] == 3600 and res["budget"]["allocation"]["epochs"] == {"resnet18": 30, "shufflenet_v2_x0_5": 30}
+    res = _run(toml(top='budget = "1h"'), tmp_path / "b", budget="30s")
+    assert res["budget"]["allocation"]["epochs"] == EXPECTED
+
+
+def test_resume_reuses_the_stored_epochs_without_calibrating(toml, fake_study, fakelog, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "study"
+    monkeypatch.setenv("STUDYFAKES_INTERRUPT", "final/shufflenet_v2_x0_5/seed0")
+    with pytest.raises(Interrupted):
+        _run(toml(), out, budget="30s")
+    assert read_json(out / "study.json")["budget"]["allocation"]["epochs"] == EXPECTED
+    calibrations = len(fake_study)
+    n = len(studyfakes.read_events(fakelog))
+    # later, with more time used and another budget: a new decision would differ; the stored one stands
+    monkeypatch.setattr(StudyState, "wall_s", lambda self: 25.0)
+    res = _run(toml(), out, budget="1h")
+    assert res["ok"] and len(fake_study) == calibrations
+    assert "budget 1h: ignored" in capsys.readouterr().err
+    assert res["budget"]["allocation"]["epochs"] == EXPECTED and res["budget"]["budget"] == "30s"
+    again = [e for e in studyfakes.read_events(fakelog)[n:] if e["event"] == "train"]
+    assert [(Path(e["run"]).relative_to(out.resolve()).as_posix(), e["start"], e["epochs"]) for e in again] == [
+        ("final/shufflenet_v2_x0_5/seed0", 1, 8), ("final/shufflenet_v2_x0_5/seed1", 0, 8)]
+
+
+def test_a_budget_the_sweep_cannot_fit_stops_before_it(toml, fake_study, fakelog, tmp_path):
+    # calibrated sweep: 3 runs x (0.5 + 3 epochs x 277.3 / 500) = 6.5 s, after 10 s; finals at 1 epoch 4.2 s
+    with pytest.raises(CifarbenchError, match=r"budget 15s: too short for study budgeted on this machine: the sweep "
+                                              r"takes about 0:06, one final epoch per model 0:04"):
+        _run(toml(), tmp_path / "study", budget="15s")
+    assert not [e for e in studyfakes.read_events(fakelog) if e["event"] == "train"]
+
+
+def test_a_budget_the_finals_cannot_fit_is_said_up_front(toml, fake_study, tmp_path, capsys):
+    # 20 s: the sweep fits (16.5 s with the clock's 10), one final epoch each and the reserve (7.4 s) do not
+    res = _run(toml(), tmp_path / "study", budget="20s")
+    err = capsys.readouterr().err
+    assert "warning: budget 20s: too short for study budgeted on this machine: the sweep takes about 0:06" in err
+    assert res["ok"] and not res["budget"]["predicted"]["fits"]
+    # the sweep ran at twice the calibrated speed: T = 20 - 10 - 3.085 s still buys the finals some epochs
+    assert res["budget"]["allocation"]["fits"] and res["budget"]["allocation"]["epochs"]["resnet18"] > 1
+
+
+def test_dry_run_prints_the_budget_plan(toml, fake_study, capsys, tmp_path):
+    # without the data loaded, shapes counts as 10,000 training images: 3 sweep runs of 3 epochs take ~3 min
+    assert main(["study", str(toml()), "--dry-run", "--budget", "10m", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "budget 10m (10:00):" in out and "calibrated: resnet18 500 img/s" in out
+    assert "final epochs (decided after the sweep, from its measured speeds): resnet18 " in out and "(cap 30)" in out
+    assert "does not fit" not in out and not (tmp_path / "studies").exists()
+
+
+# ---------------------------------------------------------------- taskset: the usable cores
+def test_usable_cores_follow_the_affinity_mask(monkeypatch):
+    from cifarbench.cpus import usable_cpus
+    from cifarbench.study.jobs import cpu_jobs, device_slots
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})  # taskset -c 0
+    assert usable_cpus() == 1 and cpu_jobs(2, "cpu") == 1 and cpu_jobs(2, None) == 1
+    assert device_slots(2, "cpu")[0].threads == 1
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))  # not os.cpu_count's 2
+    assert usable_cpus() == 8 and cpu_jobs(2) == 2 and device_slots(2)[0].threads == 4
+    monkeypatch.delattr(os, "sched_getaffinity")  # macOS, Windows
+    assert usable_cpus() == 2
+
+
+def test_the_estimate_splits_the_usable_cores(monkeypatch):
+    import cifarbench.study.plan as plan
+
+    seen = []
+    monkeypatch.setattr(plan, "_steps_per_image", lambda *a, **k: seen.append(torch.get_num_threads()) or 1e-3)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
+    before = torch.get_num_threads()
+    plan.estimate(load_spec("quick"), "cpu")  # jobs = 2 on one usable core: 1 thread, not cpu_count // 2
+    assert seen and set(seen) == {1} and torch.get_num_threads() == before
+
+
+def test_one_core_runs_one_job_at_a_time_and_plans_for_it(toml, fake_study, fakelog, tmp_path, monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
+    res = _run(toml(), tmp_path / "study", budget="30s", jobs=2, poll=0.2)
+    assert res["ok"] and res["env"]["jobs"] == 1 and res["budget"]["allocation"]["lanes"] == 1
+    trains = [e for e in studyfakes.read_events(fakelog) if e["event"] == "train"]
+    assert {e["pid"] for e in trains} == {os.getpid()}  # in this process, one after the other
+    assert res["budget"]["allocation"]["epochs"] == EXPECTED
+
+
+def test_calibration_times_the_runs_thread_count(monkeypatch):
+    """plan._steps_per_image(threads=N) measures at N threads and gives torch its own count back."""
+    import cifarbench.study.plan as plan
+
+    before = torch.get_num_threads()
+    seen = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (seen.append(n), real(n)))
+    s = plan._steps_per_image("shufflenet_v2_x0_5", "cifar", 8, 3, 10, torch.device("cpu"), 4, threads=1)
+    assert s > 0 and seen == [1, before] and torch.get_num_threads() == before
+
+
+# ---------------------------------------------------------------- the real engine and report
+@pytest.mark.slow
+def test_a_small_real_study_with_a_budget_reports_its_rule_and_epochs(tmp_path):
+    text = """
+name = "tinybudget"
+dataset = "shapes"
+seeds = [0]
+budget = "3m"
+[defaults]
+stem = "cifar"
+resolution = 16
+batch_size = 50
+eval_batch_size = 200
+val_size = 200
+train_subset = 300
+threads = 1
+[sweep]
+epochs = 1
+[final]
+epochs = 3
+[[models]]
+name = "shufflenet_v2_x0_5"
+label = "ShuffleNetV2 x0.5"
+grid = [{ name = "nesterov-lr0.1", opt = "nesterov", lr = 0.1 }]
+"""
+    path = tmp_path / "tinybudget.toml"
+    path.write_text(text)
+    out = tmp_path / "study"
+    res = run_study(path, output=out, device="cpu")
+    assert res["ok"] and res["stages"]["report"] == "done"
+    b = read_json(out / "study.json")["budget"]
+    epochs = b["allocation"]["epochs"]["shufflenet_v2_x0_5"]
+    assert 1 <= epochs <= 3
+    assert read_json(out / "final/shufflenet_v2_x0_5/seed0/config.json")["epochs"] == epochs
+    assert len(b["calibration"]) == 1 and b["calibration"][0]["images_per_sec"] > 0
+    assert b["allocation"]["models"][0]["source"] == "sweep, 1 run(s)"
+    times = res["stage_wall_s"]["final"]
+    assert 0 < times["start"] < times["end"] <= res["wall_s"]
+    report = (out / "report.md").read_text()
+    section = report.split("## Time budget")[1].split("\n## ")[0]
+    assert "Budget **3m** (3:00)" in section and "epochs = floor((share x runs side by side x T / seeds" in section
+    assert f"| shufflenet_v2_x0_5 | 1.00 |" in section and f"| {epochs} (3) |" in section
+    assert "Whole study: predicted" in section and "% of the budget" in section
