@@ -184,12 +184,41 @@ def cmd_eval(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- using a trained run
+def cmd_predict(args) -> int:
+    from cifarbench.predict import predict
+
+    res = predict(args.run, args.inputs, top_k=args.top_k, device=args.device, batch_size=args.batch_size,
+                  dataset=args.dataset, split=args.split, data_dir=args.data_dir)
+    for line in res["errors"]:  # unreadable inputs: named, skipped, and the exit code says so
+        print(f"error: {line}", file=sys.stderr)
+    if res["rows"]:
+        _print_rows(res["rows"], args.format)
+    return 1 if res["errors"] else 0
+
+
+def cmd_export(args) -> int:
+    from cifarbench.export import export_run
+
+    res = export_run(args.run, args.format, output=args.output, opset=args.opset, dynamic_batch=args.dynamic_batch,
+                     data_dir=args.data_dir)
+    p = res["parity"]
+    print(f"wrote {res['path']} ({res['exporter']}) and {res['sidecar']}")
+    print(f"parity on {p['images']} test images: top-1 same for {p['top1_same']}/{p['images']}, "
+          f"max abs logit difference {p['max_abs_logit_diff']:.2e} (limit {p['limit']:g}): passed")
+    return 0
+
+
 # ---------------------------------------------------------------- study / report / bench / scale-out
 def cmd_study(args) -> int:
     from cifarbench.study import run_study
+    from cifarbench.study.spec import parse_override_args
 
+    override = {"epochs_scale": args.epochs_scale, "max_epochs": args.max_epochs, "dataset": args.dataset,
+                **parse_override_args(args.override)}
     res = run_study(args.config or args.preset, output=args.output, data_dir=args.data_dir,
-                    jobs=args.jobs, device=args.device, dry_run=args.dry_run, storage=args.storage)
+                    jobs=args.jobs, device=args.device, dry_run=args.dry_run, storage=args.storage, override=override,
+                    budget=args.budget)
     if args.dry_run:
         _print_study_plan(res)
     else:
@@ -203,6 +232,8 @@ def _print_study_plan(res: dict) -> None:
     from cifarbench.study.plan import format_duration
 
     print(f"study {res['name']}: {res['description']}")
+    for d in res.get("deviations", []):
+        print(f"deviation from the study file: {d}")
     for stage in ("sweep", "final"):
         rows = res["plan"][stage]
         cols = [c for c in rows[0] if any(r.get(c) is not None for r in rows)] if rows else []
@@ -220,6 +251,8 @@ def _print_study_plan(res: dict) -> None:
             print(f"study {res['name']} is meant for a GPU; on this device it is not practical")
     elif res.get("target") == "gpu":
         print(f"\nstudy {res['name']} is meant for a GPU")
+    for i, line in enumerate((res.get("budget") or {}).get("lines", [])):  # study/budget.py's plan
+        print(f"\n{line}" if i == 0 else line)
 
 
 def cmd_report(args) -> int:
@@ -314,15 +347,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("predict", help="classify image files, folders or a dataset split with a trained run")
+    p.add_argument("run", help="run folder")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files (anything Pillow reads) or folders (recursive)")
+    p.add_argument("--dataset", default=None, help="also predict a split of this dataset (e.g. the run's own)")
+    p.add_argument("--split", choices=["test", "val", "train"], default="test")
+    _add_data_args(p)
+    p.add_argument("--top-k", type=int, default=3, help="classes per image, most probable first (default 3)")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--device", default="auto")
+    p.add_argument("-b", "--batch-size", type=int, default=256)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="a run's model as ONNX or TorchScript, with a JSON sidecar and a parity check")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument("--output", "-o", default=None,
+                   help="model file (default RUN/model.onnx or RUN/model.torchscript.pt); the sidecar is FILE.json")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--dynamic-batch", action="store_true",
+                   help="ONNX: any batch size (default: fixed at 1); a TorchScript trace takes any batch anyway")
+    _add_data_args(p)
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("study", help="sweep, select on validation, final seeds, test, report")
     p.add_argument("config", nargs="?", default=None, help="study TOML file")
     p.add_argument("--preset", choices=["paper", "modern", "quick"], default="quick")
     p.add_argument("--output", "-o", default=None, help="study folder (default: studies/<name>)")
     _add_data_args(p)
-    p.add_argument("--jobs", type=int, default=None, help="runs side by side (CPU threads split, or one per GPU); default: the study's `jobs`, else 1")
+    p.add_argument("--jobs", type=int, default=None, help="runs side by side as processes (CPU threads split; one per GPU, "
+                   "or all on the one GPU; refused when they cannot fit in its memory); default: the study's `jobs`, else 1")
     p.add_argument("--device", default=None)
     p.add_argument("--storage", default=None, help="Optuna storage URL for the sweep (default: SQLite in the study folder)")
     p.add_argument("--dry-run", action="store_true", help="print the runs and stop")
+    p.add_argument("--budget", default=None, metavar="TIME",
+                   help="wall time for the whole study (30m, 1h30m, 90s, 1800): the finals' epochs are fitted to it "
+                        "on this machine (over the study file's `budget`)")
+    # deviations from the study file: written to its [override] table, shown in the report and the dry run
+    p.add_argument("--epochs-scale", type=float, default=None, metavar="F",
+                   help="scale every stage's epochs by F (rounded, at least 1): a deviation from the study file")
+    p.add_argument("--max-epochs", type=int, default=None, metavar="N", help="cap every stage's epochs at N: a deviation")
+    p.add_argument("--dataset", default=None, help="train on this dataset instead of the study's: a deviation")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a TrainConfig field in every run, over the study file (e.g. resolution=64): a deviation")
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("report", help="(re)build report.md and report.html from a study folder")
