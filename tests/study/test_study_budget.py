@@ -329,3 +329,14 @@ grid = [{ name = "nesterov-lr0.1", opt = "nesterov", lr = 0.1 }]
     assert "Budget **3m** (3:00)" in section and "epochs = floor((share x runs side by side x T / seeds" in section
     assert f"| shufflenet_v2_x0_5 | 1.00 |" in section and f"| {epochs} (3) |" in section
     assert "Whole study: predicted" in section and "% of the budget" in section
+
+
+def test_the_test_reserve_counts_tta_views_and_runs_at_every_lanes_speed():
+    from cifarbench.study.budget import EVAL_COST, RESERVE_S, TEST_RUN_S, _reserve
+
+    rows = [{"images_per_sec": 100.0, "tta_views": 2}, {"images_per_sec": 300.0}]
+    d = {"test": 3000}
+    one = 2 * (3000 * 3 * EVAL_COST / 100 + TEST_RUN_S) + 2 * (3000 * EVAL_COST / 300 + TEST_RUN_S) + RESERVE_S
+    assert _reserve(rows, 2, d) == pytest.approx(one)
+    two = 2 * (3000 * 3 * EVAL_COST / 200 + TEST_RUN_S) + 2 * (3000 * EVAL_COST / 600 + TEST_RUN_S) + RESERVE_S
+    assert _reserve(rows, 2, d, lanes=2) == pytest.approx(two)

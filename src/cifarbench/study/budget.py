@@ -14,7 +14,9 @@ from validation figures); the test split plays no part.
 2. After the sweep, whose cost is then known rather than predicted, the finals get
        T = budget - elapsed - reserve
    elapsed: the study's wall time so far (``StudyState.wall_s``, summed over sessions); reserve: the test stage
-   (each final's test images at EVAL_COST of a training image, plus TEST_RUN_S per run) plus RESERVE_S.
+   (each final's test images, times 1 + its TTA views, at EVAL_COST of a training image and at the speed of all
+   lanes together, since the test stage evaluates one final at a time with every core, plus TEST_RUN_S per run)
+   plus RESERVE_S.
    A model's speed is the median images/s of its own sweep runs that had the same speed setting (real epochs
    on this machine, run side by side as the finals will be); a model without one uses its calibration, scaled
    by the median sweep/calibration ratio of the models that have both. An epoch costs
@@ -62,7 +64,7 @@ RULE = [
     "Calibration at the start: a few timed training steps per model with the runs' exact speed settings "
     "(model, stem, resolution, batch, amp, channels_last, threads per run).",
     f"After the sweep: finals time T = budget - elapsed - reserve (test stage at {EVAL_COST:.2f} of a training "
-    f"image per test image, times 1 + the TTA views with --tta, + {TEST_RUN_S:g} s per final, + {RESERVE_S:g} s "
+    f"image per test image, times 1 + the TTA views with --tta, at the speed of all runs side by side together, + {TEST_RUN_S:g} s per final, + {RESERVE_S:g} s "
     "for the report and start-up).",
     "Speed per model: the median images/s of its own sweep runs with the same settings, else its calibration "
     "scaled by the other models' sweep/calibration ratio.",
@@ -322,18 +324,20 @@ def _final_costs(spec, params: Callable[[str], dict], speeds: Speeds, d, jobs: i
     return costs, rows
 
 
-def _reserve(rows: list[dict], seeds: int, d) -> float:
-    # the test stage evaluates each final plainly and, with --tta, once more over its views
-    test = sum(seeds * (d["test"] * (1 + r.get("tta_views", 0)) * EVAL_COST / r["images_per_sec"] + TEST_RUN_S)
-               for r in rows)
+def _reserve(rows: list[dict], seeds: int, d, lanes: int = 1) -> float:
+    # the test stage evaluates each final plainly and, with --tta, once more over its views; it evaluates one final
+    # at a time with every lane's cores, so at lanes x a lane's speed (quick study, 2026-11-30: 1:45 measured for
+    # its 6 finals with flip TTA, where the speed of one lane predicted 3:08 and lanes x that speed 1:34)
+    test = sum(seeds * (d["test"] * (1 + r.get("tta_views", 0)) * EVAL_COST / (lanes * r["images_per_sec"])
+                        + TEST_RUN_S) for r in rows)
     return test + RESERVE_S
 
 
 def _plan(spec, budget_s: float, elapsed_s: float, speeds: Speeds, d, jobs: int, device: str | None,
           params: Callable[[str], dict], study_dir=None, sweeps: dict | None = None) -> dict[str, Any]:
     costs, rows = _final_costs(spec, params, speeds, d, jobs, device, study_dir, sweeps)
-    reserve = _reserve(rows, len(spec.seeds), d)
     lanes = _slot(jobs, device)[1]
+    reserve = _reserve(rows, len(spec.seeds), d, lanes)
     alloc = allocate(budget_s, elapsed_s, reserve, costs, len(spec.seeds), lanes)
     for r, c in zip(rows, costs):
         r.update(epochs=alloc["epochs"][c.name], predicted_run_s=round(c.run_s(alloc["epochs"][c.name]), 1))
