@@ -104,7 +104,7 @@ def test_sigkill_mid_epoch_with_ema_tta_and_cutout_resumes_to_identical_weights_
     time.sleep(0.5)  # into the second epoch: the kill loses a partial epoch, which the resume must replay
     proc.kill()
     proc.wait()
-    assert torch.load(out / "last.pt", weights_only=True)["model_ema_state"]["updates"] == 24  # 768 / 32 per epoch
+    assert torch.load(out / "last.pt", weights_only=True)["model_ema_updates"] == 24  # 768 / 32 per epoch
     r = _run(_cmd(out, *FEATURES, "--resume", "auto"), env)
     assert r.returncode == 0, r.stderr
     assert "resuming" in r.stderr

@@ -309,7 +309,7 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
                                   f"now {ctx.world_size}; resume with the same world size")
         model.load_state_dict(ckpt["model"])
         if ema is not None:
-            ema.load_state_dict(ckpt["model_ema_state"])
+            ema.load_state_dict({"module": ckpt["model_ema"], "updates": ckpt["model_ema_updates"]})
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         checkpoint.set_rng_state(ckpt["rng"])
@@ -350,7 +350,7 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
     def save(name: str, epoch: int, step: int, partial, partial_time: float) -> None:
         if not main:
             return
-        extra = {"model_ema": ema.module.state_dict(), "model_ema_state": ema.state_dict()} if ema is not None else {}
+        extra = {"model_ema": ema.module.state_dict(), "model_ema_updates": ema.updates} if ema is not None else {}
         checkpoint.save_atomic({
             **extra,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
