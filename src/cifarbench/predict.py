@@ -42,8 +42,7 @@ def load_run(run_dir, device: str | torch.device = "cpu") -> Run:
     """Read a run folder: config.json, results.json's classes and preprocess, and the eval weights of
     best.pt (else last.pt) -- the EMA average when the run kept one."""
     from cifarbench.config import TrainConfig, read_json
-    from cifarbench.engine import checkpoint
-    from cifarbench.engine.trainer import build_model
+    from cifarbench.engine.trainer import load_eval_model
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -56,14 +55,10 @@ def load_run(run_dir, device: str | torch.device = "cpu") -> Run:
     if pre["channels"] not in (1, 3):
         raise CifarbenchError(f"{run_dir / 'results.json'}: {pre['channels']} input channels; only 1 and 3 are supported")
     cfg = TrainConfig.from_dict(read_json(run_dir / "config.json"), source=str(run_dir / "config.json"))
-    ckpt_path = next((run_dir / n for n in ("best.pt", "last.pt") if (run_dir / n).exists()), None)
-    if ckpt_path is None:
-        raise CifarbenchError(f"{run_dir}: no checkpoint (best.pt or last.pt); train the run first")
+    classes = list(results["classes"])
+    model, ckpt_path = load_eval_model(run_dir, cfg, len(classes), pre["channels"])
     if results.get("status") not in ("finished", None):
         log.warn(f"{run_dir}: the run is {results['status']}; using {ckpt_path.name}")
-    classes = list(results["classes"])
-    model = build_model(cfg, len(classes), pre["channels"])
-    model.load_state_dict(checkpoint.eval_state_dict(checkpoint.load(ckpt_path)))
     model.to(device).eval()
     return Run(run_dir, cfg, classes, pre, model, ckpt_path)
 

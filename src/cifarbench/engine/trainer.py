@@ -132,6 +132,17 @@ def build_model(cfg: TrainConfig, num_classes: int, channels: int) -> nn.Module:
     return create_model(cfg.model, num_classes=num_classes, in_chans=channels, stem=cfg.stem)
 
 
+def load_eval_model(run_dir: Path, cfg: TrainConfig, num_classes: int, channels: int) -> tuple[nn.Module, Path]:
+    """A run folder's model with the weights to evaluate, predict with and export: best.pt's (else last.pt's),
+    the EMA average when the run kept one. Returns the model (on the CPU) and the checkpoint's path."""
+    ckpt_path = next((run_dir / n for n in ("best.pt", "last.pt") if (run_dir / n).exists()), None)
+    if ckpt_path is None:
+        raise CifarbenchError(f"{run_dir}: no checkpoint (best.pt or last.pt); train the run first")
+    model = build_model(cfg, num_classes, channels)
+    model.load_state_dict(checkpoint.eval_state_dict(checkpoint.load(ckpt_path)))
+    return model, ckpt_path
+
+
 def load_splits(cfg: TrainConfig):
     from cifarbench.data import load_dataset
 
@@ -492,9 +503,7 @@ def evaluate_run(run_dir, split: str = "test", data_dir=None, device: str = "aut
         cfg = cfg.replace(data_dir=str(data_dir))
     dev = resolve_device(device)
     splits = run_splits(cfg, load_splits(cfg))
-    ckpt_path = run_dir / "best.pt" if (run_dir / "best.pt").exists() else run_dir / "last.pt"
-    model = build_model(cfg, splits.num_classes, splits.channels)
-    model.load_state_dict(checkpoint.eval_state_dict(checkpoint.load(ckpt_path)))
+    model, ckpt_path = load_eval_model(run_dir, cfg, splits.num_classes, splits.channels)
     model.to(dev)
     if cfg.channels_last:  # the run's memory format: 1.5-2x faster for the small models on the CPU
         model = model.to(memory_format=torch.channels_last)
