@@ -60,3 +60,10 @@ class Progress:
         if self.enabled:
             sys.stderr.write("\r\033[K")
             sys.stderr.flush()
+
+
+def clock(seconds: float) -> str:
+    """A wall time as 27:43, or 1:02:03 past an hour (budgets, the report's time tables)."""
+    sign, s = ("-" if seconds < 0 else ""), round(abs(seconds))
+    h, rest = divmod(s, 3600)
+    return sign + (f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}")

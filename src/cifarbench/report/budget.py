@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import statistics
 
+from cifarbench.log import clock
 from cifarbench.report.doc import Bullets, Heading, Para, Table
 from cifarbench.report.load import Study
 
@@ -16,11 +17,7 @@ DASH = "—"
 
 
 def _clock(seconds) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return DASH
-    sign, s = ("-" if seconds < 0 else ""), round(abs(seconds))
-    h, rest = divmod(s, 3600)
-    return sign + (f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}")
+    return DASH if seconds is None or not math.isfinite(seconds) else clock(seconds)
 
 
 def _secs(x) -> str:

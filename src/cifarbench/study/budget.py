@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from cifarbench import log
+from cifarbench.log import clock
 from cifarbench.config import TTA_VIEWS, read_json
 from cifarbench.errors import CifarbenchError
 
@@ -109,13 +110,6 @@ def resolve(spec, flag: str | None) -> tuple[float, str] | None:
     if spec.budget is not None:
         return spec.budget, str(spec.raw.get("budget"))
     return None
-
-
-def clock(seconds: float) -> str:
-    """27:43, or 1:02:03 past an hour."""
-    sign, s = ("-" if seconds < 0 else ""), round(abs(seconds))
-    h, rest = divmod(s, 3600)
-    return sign + (f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}")
 
 
 # ---------------------------------------------------------------- the rule (pure)
