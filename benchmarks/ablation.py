@@ -7,6 +7,10 @@ their own. Selection-worthy figures are the validation ones; the test figures ar
 choose (a preset takes a feature only on its validation gain).
 
   python benchmarks/ablation.py --data-dir DATA --seeds 0 1 --out bench-out/ablation [--threads 1]
+  python benchmarks/ablation.py --data-dir DATA --set model=resnet18 stem=cifar-s2 amp=true --arms baseline crop-pad-2
+
+`--set KEY=VALUE ...` changes the base recipe (any TrainConfig field; VALUE is read as JSON, else kept as text),
+so the same arms can be measured on another model or epoch count.
 """
 from __future__ import annotations
 
@@ -30,7 +34,25 @@ ARMS = {
     "model-ema": {"model_ema": True, "model_ema_decay": 0.998},
     "cutout-8": {"cutout": 8},
     "no-wd-norm-bias": {"wd_norm_bias": False},
+    # lighter augmentation: these runs underfit (train accuracy stays below validation accuracy)
+    "crop-pad-2": {"crop_pad": 2},
+    "flip-only": {"augment": "flip"},
+    "label-smoothing-0.2": {"label_smoothing": 0.2},
+    "batch-32": {"batch_size": 32, "lr": None},  # lr None: half the base lr (same lr per image)
+    "no-dropout": {"model_kwargs": {"dropout": 0.0}},  # MobileNetV2's classifier dropout (0.2) off
+    "zero-init-residual": {"model_kwargs": {"zero_init_residual": True}},  # ResNet: each block starts as identity
 }
+
+
+def parse_set(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def tta_figures(run: Path, cfg: TrainConfig, splits) -> dict:
@@ -43,9 +65,9 @@ def tta_figures(run: Path, cfg: TrainConfig, splits) -> dict:
         part = getattr(splits, split)
         loader = DeviceLoader(part.images, part.labels, 500, False, "cpu", splits.mean, splits.std,
                               channels_last=cfg.channels_last)
-        for tta in ("none", "flip", "flip-translate"):
-            acc = T.evaluate(model, loader, torch.nn.CrossEntropyLoss(), splits.num_classes, amp=False, tta=tta)["acc"]
-            out[f"{split}_{tta}"] = round(acc, 3)
+        for tta in ("flip", "flip-translate"):  # each pass also gives the plain figure
+            r = T.evaluate(model, loader, torch.nn.CrossEntropyLoss(), splits.num_classes, amp=cfg.amp, tta=tta)
+            out[f"{split}_none"], out[f"{split}_{tta}"] = round(r["acc"], 3), round(r["acc_tta"], 3)
     return out
 
 
@@ -55,20 +77,28 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--val-only", action="store_true",
+                    help="record the runs' plain validation accuracy only (no TTA or test passes: a cheap screen)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="change the base recipe")
     ap.add_argument("--out", default="bench-out/ablation")
     args = ap.parse_args()
     out = Path(args.out)
     torch.set_num_threads(args.threads)
     splits = T.load_splits(TrainConfig(dataset="cifar10", data_dir=args.data_dir))
+    base = {**BASE, **parse_set(args.set)}
     rows = []
     for seed in args.seeds:
         for arm in args.arms:
-            cfg = TrainConfig(**BASE, **ARMS[arm], seed=seed, threads=args.threads, data_dir=args.data_dir,
-                              output=str(out / f"{arm}-seed{seed}"), resume="auto")
+            change = dict(ARMS[arm])
+            if change.get("lr", 0) is None:
+                change["lr"] = base["lr"] * change["batch_size"] / base["batch_size"]
+            cfg = TrainConfig(**{**base, **change}, seed=seed, threads=args.threads, data_dir=args.data_dir,
+                              output=str(out / f"{arm}-seed{seed}"), resume="auto", eval_test=not args.val_only)
             t0 = time.perf_counter()
             res = train(cfg, splits=splits)
             row = {"arm": arm, "seed": seed, "train_time_s": res["train_time_s"],
-                   "wall_s": round(time.perf_counter() - t0, 1), **tta_figures(Path(cfg.output), cfg, splits)}
+                   "wall_s": round(time.perf_counter() - t0, 1),
+                   **({"val_none": res["val_acc"]} if args.val_only else tta_figures(Path(cfg.output), cfg, splits))}
             rows.append(row)
             write_json(out / "ablation.json", rows)
             print(json.dumps(row), flush=True)

@@ -19,6 +19,16 @@ def test_flags_follow_timm_names_and_override_toml(tmp_path):
     assert cfg.weight_decay == 1e-6 and cfg.amp and cfg.resume == "auto" and cfg.seed == 4 and cfg.output == "x"
 
 
+def test_model_kwargs_parse_like_timm_and_merge_over_the_toml_table(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text('model = "mobilenet_v2_x0_5"\n[model_kwargs]\ndropout = 0.1\nnorm_layer = "x"\n')
+    assert _cfg(["-c", str(toml)]).model_kwargs == {"dropout": 0.1, "norm_layer": "x"}
+    cfg = _cfg(["-c", str(toml), "--model-kwargs", "dropout=0.0", "zero_init_residual=true"])
+    assert cfg.model_kwargs == {"dropout": 0.0, "norm_layer": "x", "zero_init_residual": True}
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--model-kwargs", "dropout"])
+
+
 def test_unknown_toml_key_is_one_line_error(tmp_path, capsys):
     toml = tmp_path / "run.toml"
     toml.write_text("learning_rate = 0.1\n")

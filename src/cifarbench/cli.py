@@ -101,6 +101,17 @@ def cmd_select(args) -> int:
 
 
 # ---------------------------------------------------------------- training
+def _kwarg(item: str) -> tuple[str, object]:
+    """KEY=VALUE, VALUE read as JSON (0.0, true, "x") and kept as text when it is not JSON (timm's --model-kwargs)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"{item!r}: want KEY=VALUE")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 def add_train_args(p: argparse.ArgumentParser) -> None:
     """The train flags, named after timm's and torchvision's reference scripts. Defaults come from TrainConfig."""
     S = argparse.SUPPRESS  # unset flags stay out of the namespace, so -c FILE.toml can supply them
@@ -109,6 +120,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", "-d", default=S, help="cifar10, cifar100, fashion-mnist, mnist, shapes or folder:PATH")
     p.add_argument("--data-dir", default=S)
     p.add_argument("--stem", choices=["imagenet", "cifar", "cifar-s2"], default=S)
+    p.add_argument("--model-kwargs", nargs="*", type=_kwarg, default=S, metavar="KEY=VALUE",
+                   help="options for the torchvision builder, e.g. dropout=0.0 or zero_init_residual=true")
     p.add_argument("--resolution", type=int, default=S, help="resize inputs on the device (224 = the study)")
     p.add_argument("-b", "--batch-size", type=int, default=S)
     p.add_argument("--eval-batch-size", type=int, default=S)
@@ -116,6 +129,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-size", type=int, default=S)
     p.add_argument("--train-subset", type=int, default=S, help="train on a stratified subset of N images")
     p.add_argument("--augment", choices=["crop-flip", "flip", "none"], default=S)
+    p.add_argument("--crop-pad", type=int, default=S, metavar="PX",
+                   help="crop-flip's zero padding per side before the random crop (default 4)")
     p.add_argument("--cutout", type=int, default=S, metavar="PX",
                    help="one PX x PX square per training image set to the mean colour, on the device")
     p.add_argument("--opt", default=S, help="sgd, momentum, nesterov, adam or adamw")
@@ -154,10 +169,13 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 def train_config_from_args(args):
     from cifarbench.config import TrainConfig, load_toml
 
-    values = load_toml(args.config) if getattr(args, "config", None) else {}
-    values = {k.replace("-", "_"): v for k, v in values.items()}
+    raw = load_toml(args.config) if getattr(args, "config", None) else {}
+    file_values = {k.replace("-", "_"): v for k, v in raw.items()}
+    values = dict(file_values)
     skip = {"config", "command", "func", "quiet", "fast"}
     values.update({k: v for k, v in vars(args).items() if k not in skip})
+    if isinstance(values.get("model_kwargs"), list):  # --model-kwargs KEY=VALUE ... on top of the file's table
+        values["model_kwargs"] = {**file_values.get("model_kwargs", {}), **dict(values["model_kwargs"])}
     cfg = TrainConfig.from_dict(values, source=args.config or "flags")
     if getattr(args, "fast", False):
         from cifarbench.engine.fast import apply_fast

@@ -53,6 +53,23 @@ def test_crop_and_flip_move_pixels_but_keep_content():
     assert PAD == 4
 
 
+def test_crop_pad_bounds_the_shift_and_zero_pad_is_flip_only():
+    images = torch.zeros(64, 1, 9, 9, dtype=torch.uint8)
+    images[:, :, 4, 4] = 200  # the centre pixel: any shift within the padding keeps it in the crop
+    labels = torch.zeros(64, dtype=torch.int64)
+
+    def shifts(pad):
+        loader = DeviceLoader(images, labels, 64, True, "cpu", (0.0,), (1 / 255,), seed=0, crop_pad=pad)
+        x, _ = next(iter(loader))
+        pos = (x[:, 0] > 100).flatten(1).float().argmax(1)
+        return ((pos // 9 - 4).abs().max().item(), (pos % 9 - 4).abs().max().item())
+
+    assert shifts(2) == (2, 2) and shifts(4) == (4, 4)  # 64 draws reach the padding's edge, never beyond
+    flip_only = DeviceLoader(images, labels, 64, True, "cpu", (0.0,), (1 / 255,), seed=0, augment="flip")
+    zero_pad = DeviceLoader(images, labels, 64, True, "cpu", (0.0,), (1 / 255,), seed=0, crop_pad=0)
+    assert shifts(0) == (0, 0) and torch.equal(next(iter(zero_pad))[0], next(iter(flip_only))[0])
+
+
 def test_start_step_replays_the_rest_of_the_epoch():
     full = list(_loader(seed=1))
     rest = list(_loader(seed=1).iterate(start_step=2))

@@ -8,6 +8,7 @@ import torch
 from cifarbench.config import TrainConfig
 from cifarbench.engine import checkpoint, evaluate_run, train
 from cifarbench.engine import trainer as train_mod
+from cifarbench.engine.loader import DeviceLoader
 from cifarbench.errors import CifarbenchError
 
 
@@ -150,6 +151,15 @@ def test_resume_with_other_settings_is_refused(tmp_path, tiny_splits):
         train(_cfg(tmp_path, epochs=1, lr=0.1, resume="auto"), splits=tiny_splits)
 
 
+def test_a_field_newer_than_the_checkpoint_counts_as_its_default_on_resume(tmp_path):
+    saved = {k: v for k, v in _cfg(tmp_path).to_dict().items() if k not in ("crop_pad", "model_kwargs")}
+    train_mod._check_resume_config(saved, _cfg(tmp_path), tmp_path / "last.pt")  # the defaults: same run
+    with pytest.raises(CifarbenchError, match=r"crop_pad=4 \(now 2\)"):
+        train_mod._check_resume_config(saved, _cfg(tmp_path, crop_pad=2), tmp_path / "last.pt")
+    with pytest.raises(CifarbenchError, match="model_kwargs"):
+        train_mod._check_resume_config(saved, _cfg(tmp_path, model_kwargs={"dropout": 0.0}), tmp_path / "last.pt")
+
+
 def test_on_epoch_can_prune(tmp_path, tiny_splits):
     res = train(_cfg(tmp_path, epochs=3, eval_test=False), splits=tiny_splits, on_epoch=lambda epoch, row: True)
     assert res["status"] == "pruned" and res["epochs_done"] == 1
@@ -220,6 +230,24 @@ def test_tta_averages_the_logits_of_its_views():
     a, b = padded[..., :8, :8], padded[..., 2 * p:, 2 * p:]
     expected = 0.5 * flip + 0.125 * (model(a) + model(a.flip(3)) + model(b) + model(b.flip(3)))
     assert torch.allclose(train_mod.tta_logits(model, x, "flip-translate"), expected, atol=1e-6)
+
+
+def test_evaluate_reports_plain_and_tta_from_one_pass_sharing_the_plain_forward():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 5))
+    calls = []
+    net.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    images, labels = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8), torch.arange(40) % 5
+    loader = DeviceLoader(images, labels, 20, False, "cpu", (0.5,) * 3, (0.25,) * 3)
+    crit = torch.nn.CrossEntropyLoss()
+    plain = train_mod.evaluate(net, loader, crit, 5, amp=False)
+    calls.clear()
+    both = train_mod.evaluate(net, loader, crit, 5, amp=False, tta="flip")
+    assert calls == [20, 20, 20, 20]  # 2 batches x (plain + mirror): the plain forward is not run twice
+    assert (both["acc"], both["loss"]) == (plain["acc"], plain["loss"]) and plain["acc_tta"] is None
+    x = torch.cat([x for x, _ in loader])
+    flip_acc = 100.0 * (((net(x) + net(x.flip(3))) / 2).argmax(1) == labels).float().mean().item()
+    assert both["acc_tta"] == pytest.approx(flip_acc)
 
 
 def test_ema_run_selects_and_saves_the_average_and_reports_tta_beside_plain(tmp_path, tiny_splits, monkeypatch):

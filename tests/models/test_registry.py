@@ -62,6 +62,18 @@ def test_bad_num_classes(bad):
         create_model("resnet18", num_classes=bad)
 
 
+def test_model_kwargs_reach_the_torchvision_builder_and_bad_ones_are_one_line():
+    net = create_model("mobilenet_v2_x0_5", stem="cifar-s2", model_kwargs={"dropout": 0.0})
+    assert net.classifier[0].p == 0.0 and create_model("mobilenet_v2_x0_5").classifier[0].p == 0.2
+    assert net.features[0][0].out_channels == 16  # the variant's width survives the extra options
+    res = create_model("resnet18", stem="cifar", model_kwargs={"zero_init_residual": True})
+    assert all(b.bn2.weight.abs().sum() == 0 for layer in (res.layer1, res.layer4) for b in layer)
+    with pytest.raises(CifarbenchError, match=r"--model-kwargs bogus=1: torchvision's mobilenet_v2 refused"):
+        create_model("mobilenet_v2_x0_5", model_kwargs={"bogus": 1})
+    with pytest.raises(CifarbenchError, match="num_classes"):
+        create_model("resnet18", model_kwargs={"num_classes": 3})
+
+
 def test_mobilenet_v2_width_variants():
     def first_width(name):
         return create_model(name).features[0][0].out_channels

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-PAD = 4  # random-crop padding, the standard CIFAR recipe
+PAD = 4  # random-crop padding, the standard CIFAR recipe (the default of --crop-pad)
 
 
 def epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -33,7 +33,7 @@ class DeviceLoader:
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, train: bool,
                  device: torch.device | str, mean, std, resolution: int | None = None,
                  augment: str = "crop-flip", seed: int = 0, rank: int = 0, world_size: int = 1,
-                 channels_last: bool = False, cutout: int = 0):
+                 channels_last: bool = False, cutout: int = 0, crop_pad: int = PAD):
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"DeviceLoader wants uint8 N×C×H×W images, got {images.dtype} {tuple(images.shape)}")
         self.device = torch.device(device)
@@ -42,7 +42,7 @@ class DeviceLoader:
         self.batch_size, self.train = batch_size, train
         self.resolution, self.augment, self.seed = resolution, augment, seed
         self.rank, self.world_size = rank, world_size
-        self.channels_last, self.cutout = channels_last, cutout
+        self.channels_last, self.cutout, self.pad = channels_last, cutout, crop_pad
         c = images.shape[1]
         mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, c, 1, 1)
         std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, c, 1, 1)
@@ -64,7 +64,7 @@ class DeviceLoader:
         g = epoch_generator(self.seed, self.epoch)
         perm = torch.randperm(n, generator=g)
         flip = torch.rand(n, generator=g) < 0.5
-        offs = torch.randint(0, 2 * PAD + 1, (2, n), generator=g)
+        offs = torch.randint(0, 2 * self.pad + 1, (2, n), generator=g)
         # drawn only when on, and after the others: runs without cutout keep their exact random stream
         centres = None
         if self.cutout:
@@ -94,12 +94,12 @@ class DeviceLoader:
             yield self._to_float(x), self.labels[idx]
 
     def _augment(self, x: torch.Tensor, flip: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
-        """Random crop with zero padding and horizontal flip, batched, on uint8."""
+        """Random crop with zero padding (self.pad px each side) and horizontal flip, batched, on uint8."""
         if self.augment == "none":
             return x
         if self.augment == "crop-flip":
             nb, c, h, wd = x.shape
-            padded = F.pad(x, (PAD, PAD, PAD, PAD))
+            padded = F.pad(x, (self.pad,) * 4)
             rows = (offs[0].view(nb, 1) + torch.arange(h, device=x.device)).view(nb, 1, h, 1)
             cols = (offs[1].view(nb, 1) + torch.arange(wd, device=x.device)).view(nb, 1, 1, wd)
             bidx = torch.arange(nb, device=x.device).view(nb, 1, 1, 1)

@@ -28,8 +28,8 @@ from cifarbench.engine.optim import build_optimizer, build_scheduler, param_grou
 from cifarbench.errors import CifarbenchError
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time", "images_per_sec"]
-# Fields that may differ between a run and its resumption without changing what is computed.
 TTA_SHIFT = 2  # pixels: flip-translate adds the flip pair shifted by this much toward two opposite corners
+# Fields that may differ between a run and its resumption without changing what is computed.
 RESUME_FREE = {"output", "resume", "device", "threads", "data_dir", "eval_test", "compile", "eval_batch_size", "keep_best",
                "tta", "log"}
 
@@ -80,16 +80,18 @@ def train_one_epoch(model, loader: DeviceLoader, optimizer, scheduler, criterion
     return {"sums": sums, "step": step, "stopped": None}
 
 
-def tta_logits(model, x: torch.Tensor, tta: str = "none") -> torch.Tensor:
+def tta_logits(model, x: torch.Tensor, tta: str = "none", plain: torch.Tensor | None = None) -> torch.Tensor:
     """Logits of one forward ("none"), or averaged over test-time views.
 
     flip: the image and its mirror, averaged. flip-translate: half that pair, plus a quarter each of the pair
     shifted by TTA_SHIFT pixels toward the top-left and toward the bottom-right (reflect padding), the weighting
-    airbench uses for its mirror + translate TTA.
+    airbench uses for its mirror + translate TTA. `plain`: model(x), when the caller already has it (the first
+    view), so plain and TTA accuracy cost one forward less than computing them apart.
     """
+    plain = model(x) if plain is None else plain
     if tta == "none":
-        return model(x)
-    pair = (model(x) + model(x.flip(3))) / 2
+        return plain
+    pair = (plain + model(x.flip(3))) / 2
     if tta == "flip":
         return pair
     p, (h, w) = TTA_SHIFT, x.shape[-2:]
@@ -101,35 +103,41 @@ def tta_logits(model, x: torch.Tensor, tta: str = "none") -> torch.Tensor:
 @torch.no_grad()
 def evaluate(model, loader: DeviceLoader, criterion, num_classes: int, *, amp: bool,
              ctx: distributed.DistContext | None = None, tta: str = "none") -> dict:
-    """Loss, accuracy (%) and confusion matrix (rows: true class) over the loader's split, summed over ranks.
-    `tta` averages the logits over test-time views (see tta_logits)."""
+    """Loss, accuracy (%) and confusion matrix (rows: true class) over the loader's split, summed over ranks:
+    always of the plain forward. With `tta`, also "acc_tta": accuracy of the logits averaged over test-time
+    views (see tta_logits), from the same pass; else "acc_tta" is None."""
     model.eval()
     device = loader.device
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     confusion = torch.zeros(num_classes * num_classes, device=device, dtype=torch.float64)
+    correct_tta = torch.zeros((), device=device, dtype=torch.float64)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
     for x, y in loader:
         if len(y) == 0:
             continue
         with autocast:
-            out = tta_logits(model, x, tta)
+            out = model(x)
+            if tta != "none":
+                correct_tta += (tta_logits(model, x, tta, plain=out).argmax(1) == y).sum().double()
         loss_sum += criterion(out.float(), y).double() * len(y)
         confusion += torch.bincount(y * num_classes + out.argmax(1), minlength=num_classes ** 2).double()
     if ctx is not None:
         ctx.all_reduce_sum(loss_sum)
         ctx.all_reduce_sum(confusion)
+        ctx.all_reduce_sum(correct_tta)
     confusion = confusion.view(num_classes, num_classes).long().cpu()
     n = int(confusion.sum())
     correct = int(confusion.diag().sum())
     return {"loss": loss_sum.item() / max(n, 1), "acc": 100.0 * correct / max(n, 1), "n": n,
-            "confusion": confusion}
+            "confusion": confusion, "acc_tta": 100.0 * correct_tta.item() / max(n, 1) if tta != "none" else None}
 
 
 # ------------------------------------------------------------------ helpers
 def build_model(cfg: TrainConfig, num_classes: int, channels: int) -> nn.Module:
     from cifarbench.models import create_model
 
-    return create_model(cfg.model, num_classes=num_classes, in_chans=channels, stem=cfg.stem)
+    return create_model(cfg.model, num_classes=num_classes, in_chans=channels, stem=cfg.stem,
+                        model_kwargs=cfg.model_kwargs)
 
 
 def load_eval_model(run_dir: Path, cfg: TrainConfig, num_classes: int, channels: int) -> tuple[nn.Module, Path]:
@@ -223,7 +231,9 @@ def _resume_checkpoint(cfg: TrainConfig, out: Path) -> tuple[Path | None, dict |
 
 def _check_resume_config(saved: dict, cfg: TrainConfig, path: Path) -> None:
     now = cfg.to_dict()
-    diff = [k for k in now if k not in RESUME_FREE and k in saved and saved[k] != now[k]]
+    # a field the checkpoint lacks is newer than it: the run had that field's default (new fields keep old behaviour)
+    saved = {**TrainConfig().to_dict(), **saved}
+    diff = [k for k in now if k not in RESUME_FREE and saved[k] != now[k]]
     if diff:
         pairs = ", ".join(f"{k}={saved[k]!r} (now {now[k]!r})" for k in diff)
         raise CifarbenchError(f"--resume {path}: the checkpoint was trained with {pairs}; resume with the same settings")
@@ -300,7 +310,7 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
     eval_model = ema.module if ema is not None else model  # what validation, selection and best.pt's eval use
     train_loader = DeviceLoader(splits.train.images, splits.train.labels, cfg.batch_size, True, device,
                                 splits.mean, splits.std, cfg.resolution, cfg.augment, cfg.seed,
-                                ctx.rank, ctx.world_size, cfg.channels_last, cfg.cutout)
+                                ctx.rank, ctx.world_size, cfg.channels_last, cfg.cutout, cfg.crop_pad)
     val_loader = DeviceLoader(splits.val.images, splits.val.labels, cfg.eval_batch_size, False, device,
                               splits.mean, splits.std, cfg.resolution, rank=ctx.rank,
                               world_size=ctx.world_size, channels_last=cfg.channels_last)
@@ -451,17 +461,15 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
             results.update(val_acc=best_row["val_acc"], val_loss=best_row["val_loss"])
             if cfg.tta != "none":
                 v = evaluate(model, val_loader, eval_criterion, splits.num_classes, amp=cfg.amp, ctx=ctx, tta=cfg.tta)
-                results["val_acc_tta"] = round(v["acc"], 3)
+                results["val_acc_tta"] = round(v["acc_tta"], 3)
         if cfg.eval_test:
             test_loader = DeviceLoader(splits.test.images, splits.test.labels, cfg.eval_batch_size, False, device,
                                        splits.mean, splits.std, cfg.resolution, rank=ctx.rank,
                                        world_size=ctx.world_size, channels_last=cfg.channels_last)
-            t = evaluate(model, test_loader, eval_criterion, splits.num_classes, amp=cfg.amp, ctx=ctx)
+            t = evaluate(model, test_loader, eval_criterion, splits.num_classes, amp=cfg.amp, ctx=ctx, tta=cfg.tta)
             results.update(test_acc=round(t["acc"], 3), test_loss=round(t["loss"], 5),
-                           per_class_acc=per_class_acc(t["confusion"]), confusion=t["confusion"].tolist())
-            if cfg.tta != "none":
-                t = evaluate(model, test_loader, eval_criterion, splits.num_classes, amp=cfg.amp, ctx=ctx, tta=cfg.tta)
-                results["test_acc_tta"] = round(t["acc"], 3)
+                           per_class_acc=per_class_acc(t["confusion"]), confusion=t["confusion"].tolist(),
+                           test_acc_tta=round(t["acc_tta"], 3) if t["acc_tta"] is not None else None)
     results["wall_time_s"] = round(time.perf_counter() - t_start, 3)
     if main:
         write_json(out / "results.json", results)
@@ -511,13 +519,11 @@ def evaluate_run(run_dir, split: str = "test", data_dir=None, device: str = "aut
     loader = DeviceLoader(part.images, part.labels, cfg.eval_batch_size, False, dev, splits.mean, splits.std,
                           cfg.resolution, channels_last=cfg.channels_last)
     amp = cfg.amp and (dev.type != "cpu" or cpu_has_bf16())
-    r = evaluate(model, loader, nn.CrossEntropyLoss(), splits.num_classes, amp=amp)
+    r = evaluate(model, loader, nn.CrossEntropyLoss(), splits.num_classes, amp=amp, tta=cfg.tta)
     res = {"acc": round(r["acc"], 3), "loss": round(r["loss"], 5), "n": r["n"], "split": split,
            "per_class_acc": per_class_acc(r["confusion"]), "confusion": r["confusion"].tolist(),
-           "classes": list(splits.classes), "checkpoint": str(ckpt_path), "acc_tta": None, "tta": cfg.tta}
-    if cfg.tta != "none":
-        res["acc_tta"] = round(evaluate(model, loader, nn.CrossEntropyLoss(), splits.num_classes, amp=amp,
-                                        tta=cfg.tta)["acc"], 3)
+           "classes": list(splits.classes), "checkpoint": str(ckpt_path),
+           "acc_tta": round(r["acc_tta"], 3) if r["acc_tta"] is not None else None, "tta": cfg.tta}
     if split == "test" and (run_dir / "results.json").exists():
         results = read_json(run_dir / "results.json")
         results.update(test_acc=res["acc"], test_loss=res["loss"], per_class_acc=res["per_class_acc"],

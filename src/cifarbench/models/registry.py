@@ -88,9 +88,11 @@ def _set_in_chans(model: nn.Module, family: str, in_chans: int) -> None:
     setattr(model.get_submodule(parent), attr, rebuild_conv(conv, family, in_channels=in_chans))
 
 
-def create_model(name: str, num_classes: int = 10, in_chans: int = 3, stem: str = "imagenet") -> nn.Module:
+def create_model(name: str, num_classes: int = 10, in_chans: int = 3, stem: str = "imagenet",
+                 model_kwargs: dict | None = None) -> nn.Module:
     """Build ``name`` from scratch with ``num_classes`` outputs, ``in_chans`` input channels and a stem
-    (``imagenet``, ``cifar`` or ``cifar-s2``: see ``cifarbench.models.stems``)."""
+    (``imagenet``, ``cifar`` or ``cifar-s2``: see ``cifarbench.models.stems``). ``model_kwargs`` go to the
+    torchvision builder as they are (e.g. ``dropout`` for MobileNetV2, ``zero_init_residual`` for ResNet)."""
     builder, kwargs = resolve(name)
     for what, v in (("num_classes", num_classes), ("in_chans", in_chans)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -99,8 +101,18 @@ def create_model(name: str, num_classes: int = 10, in_chans: int = 3, stem: str 
     check_stem(family, stem, name)  # before building: a bad stem should not cost a build
     import torchvision
 
-    model = torchvision.models.get_model(builder, weights=None, num_classes=num_classes,
-                                         **{**_BUILD_KWARGS.get(builder, {}), **kwargs})
+    extra = dict(model_kwargs or {})
+    for fixed in ("weights", "num_classes"):
+        if fixed in extra:
+            raise CifarbenchError(f"--model-kwargs {fixed}=...: set by cifarbench itself, not a builder option here")
+    try:
+        model = torchvision.models.get_model(builder, weights=None, num_classes=num_classes,
+                                             **{**_BUILD_KWARGS.get(builder, {}), **kwargs, **extra})
+    except TypeError as e:  # an option the builder does not take
+        if not extra:
+            raise
+        raise CifarbenchError(f"--model-kwargs {', '.join(f'{k}={v!r}' for k, v in extra.items())}: "
+                              f"torchvision's {builder} refused them ({e})") from None
     apply_stem(model, family, stem, name)
     if family == "shufflenet_v2":
         from cifarbench.models.layout import keep_channels_last

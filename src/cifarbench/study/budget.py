@@ -305,8 +305,8 @@ def _final_costs(spec, params: Callable[[str], dict], speeds: Speeds, d, jobs: i
             source = f"calibration x {scale:.2f} (the sweep/calibration ratio)" if ratios else "calibration"
         train, val = _images(cfg, d)
         overhead = statistics.median(over) if over else RUN_OVERHEAD_S
-        views = TTA_VIEWS[cfg.get("tta") or "none"]  # a final with --tta also evaluates val with its views at the end
-        overhead += views * EVAL_COST * val / speed
+        views = TTA_VIEWS[cfg.get("tta") or "none"]  # a final with --tta evaluates val again at the end, over
+        overhead += (1 + views) * EVAL_COST * val / speed if views else 0.0  # the plain view and the TTA views
         low = min(cfg["epochs"], math.floor(cfg.get("warmup_epochs") or 0) + 1)  # validate: warm-up < epochs
         cost = ModelCost.from_speed(m.name, speed, train, val, overhead_s=overhead, share=m.budget_share,
                                     cap=cfg["epochs"], min_epochs=low)
@@ -319,7 +319,7 @@ def _final_costs(spec, params: Callable[[str], dict], speeds: Speeds, d, jobs: i
 
 
 def _reserve(rows: list[dict], seeds: int, d, lanes: int = 1) -> float:
-    # the test stage evaluates each final plainly and, with --tta, once more over its views; it evaluates one final
+    # the test stage evaluates each final plainly and, with --tta, over its extra views in the same pass; it evaluates one final
     # at a time with every lane's cores, so at lanes x a lane's speed (quick study, 2026-11-30: 1:45 measured for
     # its 6 finals with flip TTA, where the speed of one lane predicted 3:08 and lanes x that speed 1:34)
     test = sum(seeds * (d["test"] * (1 + r.get("tta_views", 0)) * EVAL_COST / (lanes * r["images_per_sec"])
