@@ -81,7 +81,7 @@ def test_bad_budget_values_in_the_study_file(toml):
         load_spec(toml(text=BUDGETED.format(top="").replace("budget_share = 3", "budget_share = 0")))
     spec = load_spec(toml(top='budget = "1h30m"'))
     assert spec.budget == 5400 and [m.budget_share for m in spec.models] == [3, 1]
-    assert load_spec("quick").budget == 29 * 60  # the README's main job has one
+    assert load_spec("quick").budget == 28 * 60 + 30  # the README's main job has one
 
 
 # ---------------------------------------------------------------- the rule

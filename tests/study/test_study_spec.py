@@ -131,8 +131,8 @@ def test_epochs_scale_and_cap_every_stage():
     assert paper.with_override({}) is paper and "override" not in paper.raw  # no flag: the study is unchanged
     # per-model stage epochs (the quick preset's finals) are listed per group of models
     quick = load_spec("quick").with_override({"max_epochs": 4})
-    assert quick.deviations() == ["epochs capped at 4: sweep 1 -> 1, final 3 -> 3 (resnet18, shufflenet_v2_x0_5), "
-                                  "5 -> 4 (mobilenet_v2_x0_5)"]
+    assert quick.deviations() == ["epochs capped at 4: sweep 1 -> 1, final 4 -> 4 (resnet18), 6 -> 4 "
+                                  "(mobilenet_v2_x0_5), 8 -> 4 (shufflenet_v2_x0_5)"]
 
 
 def test_override_dataset_and_fields_are_deviations():
