@@ -11,6 +11,7 @@ N ranks × batch B and one process × batch N·B must end with the same paramete
 Rank 0 saves the parameters and the summed epoch metrics to OUT.
 """
 import argparse
+import gc
 
 import torch
 import torch.nn as nn
@@ -72,6 +73,11 @@ def main() -> None:
     if ctx.is_main:
         torch.save({"params": {k: v.detach().clone() for k, v in model.state_dict().items()},
                     "sums": torch.stack(sums), "steps": len(loader)}, args.out)
+    # Drop DDP, and with it its reducer's hold on the process group, before the group is destroyed: the engine
+    # does the same by returning from _run. Destroyed under a live DDP, gloo's threads outlive the group and
+    # can abort the process at exit ("terminate called without an active exception", seen twice under load).
+    del train_model
+    gc.collect()
     ctx.barrier()
     distributed.shutdown(ctx)
 

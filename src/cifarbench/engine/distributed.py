@@ -4,6 +4,7 @@ Rank 0 alone writes files and prints; metrics are summed across ranks with all_r
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -73,4 +74,7 @@ def init(ctx: DistContext, device: torch.device) -> None:
 
 def shutdown(ctx: DistContext) -> None:
     if ctx.enabled and dist.is_initialized():
+        # free what still holds the group (a DDP reducer in a reference cycle) while the interpreter is alive:
+        # gloo work destroyed during interpreter shutdown aborts the process
+        gc.collect()
         dist.destroy_process_group()
