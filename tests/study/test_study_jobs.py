@@ -142,10 +142,14 @@ def test_study_jobs_put_n_processes_on_the_one_gpu(one_gpu, study_toml, fakelog,
     assert not (tmp_path / "refused").exists()
 
 
-def test_sweep_workers_put_n_processes_on_the_one_gpu(one_gpu, study_toml, fakelog, tmp_path):
+def test_sweep_workers_put_n_processes_on_the_one_gpu(one_gpu, study_toml, fakelog, tmp_path, monkeypatch):
     import studyfakes
 
     from cifarbench.study.sweep import run_sweep
+
+    # each fake epoch takes 0.5 s, so the first worker cannot drain all 5 trials before the second has started
+    # (under a loaded CI machine it once did, and the test saw one pid)
+    monkeypatch.setenv("STUDYFAKES_SLEEP", "0.5")
 
     results = run_sweep(str(study_toml()), workers=2, output=str(tmp_path / "s"), device="cuda",
                         train_fn=studyfakes.train, poll=0.2)
