@@ -9,7 +9,7 @@ choose (a preset takes a feature only on its validation gain).
   python benchmarks/ablation.py --data-dir DATA --seeds 0 1 --out bench-out/ablation [--threads 1]
   python benchmarks/ablation.py --data-dir DATA --set model=resnet18 stem=cifar-s2 amp=true --arms baseline crop-pad-2
 
-`--set KEY=VALUE ...` changes the base recipe (any TrainConfig field; VALUE is read as JSON, else kept as text),
+`--set KEY=VALUE ...` changes the base recipe (any TrainConfig field; VALUE is read as `--override` reads it),
 so the same arms can be measured on another model or epoch count.
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ from cifarbench.config import TrainConfig, write_json
 from cifarbench.engine import checkpoint, train
 from cifarbench.engine import trainer as T
 from cifarbench.engine.loader import DeviceLoader
+from cifarbench.study.spec import parse_override_args
 
 BASE = dict(model="shufflenet_v2_x0_5", stem="cifar", dataset="cifar10", epochs=3, batch_size=64, lr=0.1,
             opt="nesterov", sched="onecycle", label_smoothing=0.1, weight_decay=5e-4, channels_last=True)
@@ -42,17 +43,6 @@ ARMS = {
     "no-dropout": {"model_kwargs": {"dropout": 0.0}},  # MobileNetV2's classifier dropout (0.2) off
     "zero-init-residual": {"model_kwargs": {"zero_init_residual": True}},  # ResNet: each block starts as identity
 }
-
-
-def parse_set(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def tta_figures(run: Path, cfg: TrainConfig, splits) -> dict:
@@ -85,7 +75,7 @@ def main() -> None:
     out = Path(args.out)
     torch.set_num_threads(args.threads)
     splits = T.load_splits(TrainConfig(dataset="cifar10", data_dir=args.data_dir))
-    base = {**BASE, **parse_set(args.set)}
+    base = {**BASE, **parse_override_args(args.set, flag="--set")}
     rows = []
     for seed in args.seeds:
         for arm in args.arms:

@@ -102,14 +102,17 @@ def cmd_select(args) -> int:
 
 # ---------------------------------------------------------------- training
 def _kwarg(item: str) -> tuple[str, object]:
-    """KEY=VALUE, VALUE read as JSON (0.0, true, "x") and kept as text when it is not JSON (timm's --model-kwargs)."""
-    key, sep, value = item.partition("=")
-    if not sep or not key.isidentifier():
-        raise argparse.ArgumentTypeError(f"{item!r}: want KEY=VALUE")
+    """One KEY=VALUE of timm's --model-kwargs, read the way --override reads its values (a TOML value, else text)."""
+    from cifarbench.errors import CifarbenchError
+    from cifarbench.study.spec import parse_override_args
+
     try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
+        ((key, value),) = parse_override_args([item], flag="--model-kwargs").items()
+    except CifarbenchError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"--model-kwargs {item!r}: KEY must be a keyword argument name")
+    return key, value
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:

@@ -196,14 +196,15 @@ def override_flags(override: dict[str, Any]) -> str:
                     for k, v in override.items()) or "no deviation flags"
 
 
-def parse_override_args(items: list[str] | None) -> dict[str, Any]:
-    """`--override KEY=VALUE` pairs as a dict; VALUE is read as a TOML value (16, 0.1, true, "x"), else as text."""
+def parse_override_args(items: list[str] | None, flag: str = "--override") -> dict[str, Any]:
+    """`--override KEY=VALUE` pairs (or another flag's) as a dict; VALUE is read as a TOML value (16, 0.1, true,
+    "x"), else as text."""
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
-            raise CifarbenchError(f"--override {item!r}: expected KEY=VALUE, e.g. resolution=64")
+            raise CifarbenchError(f"{flag} {item!r}: expected KEY=VALUE, e.g. resolution=64")
         try:
             out[key] = tomllib.loads(f"v = {value.strip()}")["v"]
         except tomllib.TOMLDecodeError:
