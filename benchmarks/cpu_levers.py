@@ -7,6 +7,8 @@ A lever is a '+'-joined set of tokens:
   bf16     bf16 autocast
   compile  torch.compile (inductor); its compile time (first step) is reported too
   tN       N intra-op threads (default: torch's default, the number of cores)
+  loop     the optimizer step as torch's per-parameter Python loop (its CPU default, and every figure
+           measured before 2026-12-01) instead of the fused step the engine now uses
   bN       batch size N (default --batch-size)
   nhwcshuffle  ShuffleNetV2 only: cifarbench's channel shuffle that keeps channels_last
            (cifarbench.models.layout; what create_model builds). Without this token the lever runs
@@ -40,19 +42,19 @@ from cifarbench.models.layout import keep_channels_last
 
 
 def parse_lever(spec: str, batch_size: int, threads: int) -> dict:
-    lever = dict(name=spec, cl=False, bf16=False, compile=False, nhwcshuffle=False, threads=threads,
+    lever = dict(name=spec, cl=False, bf16=False, compile=False, nhwcshuffle=False, loop=False, threads=threads,
                  batch_size=batch_size)
     for tok in spec.split("+"):
         if tok == "fp32":
             continue
-        elif tok in ("cl", "bf16", "compile", "nhwcshuffle"):
+        elif tok in ("cl", "bf16", "compile", "nhwcshuffle", "loop"):
             lever[tok] = True
         elif tok[:1] == "t" and tok[1:].isdigit():
             lever["threads"] = int(tok[1:])
         elif tok[:1] == "b" and tok[1:].isdigit():
             lever["batch_size"] = int(tok[1:])
         else:
-            raise SystemExit(f"error: lever token {tok!r} in {spec!r}: use fp32, cl, bf16, compile, nhwcshuffle, tN or bN")
+            raise SystemExit(f"error: lever token {tok!r} in {spec!r}: use fp32, cl, bf16, compile, nhwcshuffle, loop, tN or bN")
     return lever
 
 
@@ -68,7 +70,7 @@ def prepare(lever: dict, model_name: str, stem: str, resolution: int, window_s: 
         model = model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if lever["compile"] else model
     x, y = random_batch(lever["batch_size"], 3, resolution, torch.device("cpu"), lever["cl"])
-    step = make_train_step(net, x, y, amp=lever["bf16"])
+    step = make_train_step(net, x, y, amp=lever["bf16"], loop=lever["loop"])
     cpu = torch.device("cpu")
     first_s = timed(step, 1, cpu)  # with compile: the compilation
     if warmup > 1:

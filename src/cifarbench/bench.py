@@ -202,10 +202,15 @@ def autocast(device: torch.device, amp: bool):
 
 
 def make_train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool = False,
-                    lr: float = 0.01) -> Callable[[], None]:
+                    lr: float = 0.01, loop: bool = False) -> Callable[[], None]:
     """A bare forward + backward + SGD step on a fixed batch: the reference the engine is measured against.
-    Same optimizer family as the engine's default recipe (Nesterov SGD with weight decay)."""
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    Same optimizer as the engine's default recipe (Nesterov SGD with weight decay, the engine's fused
+    implementation where torch has one); loop=True forces torch's per-parameter loop instead."""
+    from cifarbench.engine.optim import implementation
+
+    params = list(model.parameters())
+    impl = {"foreach": False} if loop else implementation(params)
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4, **impl)
     model.train()
 
     def step():

@@ -56,3 +56,40 @@ def test_no_wd_norm_bias_exempts_one_dimensional_parameters():
     o.step()  # zero gradients: only weight decay moves anything
     moved = [not torch.equal(a, p) for a, p in zip(before, model.parameters())]
     assert moved == [True, False, False, False, True, False]
+
+
+@pytest.mark.parametrize("opt", ["sgd", "nesterov", "adam", "adamw"])
+def test_cpu_parameters_get_the_fused_step_and_the_same_update(opt):
+    from cifarbench.engine.optim import param_groups
+
+    torch.manual_seed(0)
+    cfg = TrainConfig(opt=opt, lr=0.1, momentum=0.9, weight_decay=5e-4, wd_norm_bias=False)
+    models = [torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8)) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    start = [p.detach().clone() for p in models[0].parameters()]
+    fused = build_optimizer(cfg, param_groups(models[0], cfg))
+    assert fused.defaults["fused"] is True
+    # the reference: torch's per-parameter loop with the same hyperparameters
+    ref = type(fused)(param_groups(models[1], cfg), **{k: fused.defaults[k] for k in ("lr", "weight_decay")},
+                      **({"momentum": fused.defaults["momentum"], "nesterov": fused.defaults["nesterov"]}
+                         if isinstance(fused, torch.optim.SGD) else {}), foreach=False)
+    assert not ref.defaults["fused"]
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        grads = [torch.randn(p.shape, generator=g) for p in models[0].parameters()]
+        for m, o in zip(models, (fused, ref)):
+            for p, gr in zip(m.parameters(), grads):
+                p.grad = gr.clone()
+            o.step()
+    assert all(not torch.equal(a, b) for a, b in zip(start, models[0].parameters()))
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)  # the same update, up to a rounding
+
+
+def test_devices_without_a_fused_kernel_keep_torchs_default():
+    from cifarbench.engine.optim import implementation
+
+    assert implementation([torch.nn.Parameter(torch.zeros(1))]) == {"fused": True}
+    assert implementation([{"params": [torch.nn.Parameter(torch.zeros(1))]}]) == {"fused": True}
+    assert implementation([torch.nn.Parameter(torch.zeros(1, device="meta"))]) == {}
+    assert implementation([]) == {}
