@@ -10,6 +10,8 @@ A lever is a '+'-joined set of tokens:
   loop     the optimizer step as torch's per-parameter Python loop (its CPU default, and every figure
            measured before 2026-12-01) instead of the fused step the engine now uses
   bN       batch size N (default --batch-size)
+  mm       with bf16: small-map convolutions as matmuls (cifarbench.engine.cpu_conv, what the engine uses on
+           AMX CPUs; without the token the lever runs oneDNN's convolutions everywhere)
   nhwcshuffle  ShuffleNetV2 only: cifarbench's channel shuffle that keeps channels_last
            (cifarbench.models.layout; what create_model builds). Without this token the lever runs
            torchvision's own blocks, whose .contiguous() turns every block's output back into NCHW
@@ -37,24 +39,25 @@ import torch
 
 from cifarbench.bench import make_train_step, random_batch, timed
 from cifarbench.engine.env import device_name
+from cifarbench.engine.cpu_conv import use_matmul_convs
 from cifarbench.models.layout import keep_channels_last
 
 
 
 def parse_lever(spec: str, batch_size: int, threads: int) -> dict:
-    lever = dict(name=spec, cl=False, bf16=False, compile=False, nhwcshuffle=False, loop=False, threads=threads,
+    lever = dict(name=spec, cl=False, bf16=False, compile=False, nhwcshuffle=False, loop=False, mm=False, threads=threads,
                  batch_size=batch_size)
     for tok in spec.split("+"):
         if tok == "fp32":
             continue
-        elif tok in ("cl", "bf16", "compile", "nhwcshuffle", "loop"):
+        elif tok in ("cl", "bf16", "compile", "nhwcshuffle", "loop", "mm"):
             lever[tok] = True
         elif tok[:1] == "t" and tok[1:].isdigit():
             lever["threads"] = int(tok[1:])
         elif tok[:1] == "b" and tok[1:].isdigit():
             lever["batch_size"] = int(tok[1:])
         else:
-            raise SystemExit(f"error: lever token {tok!r} in {spec!r}: use fp32, cl, bf16, compile, nhwcshuffle, loop, tN or bN")
+            raise SystemExit(f"error: lever token {tok!r} in {spec!r}: use fp32, cl, bf16, compile, nhwcshuffle, loop, mm, tN or bN")
     return lever
 
 
@@ -68,6 +71,8 @@ def prepare(lever: dict, model_name: str, stem: str, resolution: int, window_s: 
     keep_channels_last(model, enable=lever["nhwcshuffle"])
     if lever["cl"]:
         model = model.to(memory_format=torch.channels_last)
+    if lever["mm"]:
+        use_matmul_convs(model)
     net = torch.compile(model) if lever["compile"] else model
     x, y = random_batch(lever["batch_size"], 3, resolution, torch.device("cpu"), lever["cl"])
     step = make_train_step(net, x, y, amp=lever["bf16"], loop=lever["loop"])

@@ -266,3 +266,19 @@ def test_ema_run_selects_and_saves_the_average_and_reports_tta_beside_plain(tmp_
     assert res["preprocess"] == {"channels": 3, "image_size": 12, "resolution": 12,
                                  "mean": list(tiny_splits.mean), "std": list(tiny_splits.std)}
     assert "plain" in res["accuracy_convention"] and "EMA" in res["accuracy_convention"]
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_amp_on_an_amx_cpu_routes_small_map_convs_through_matmuls_and_records_it(tmp_path, tiny_splits, monkeypatch, amx):
+    from cifarbench.engine.cpu_conv import MatmulConv
+
+    monkeypatch.setattr("cifarbench.engine.env.cpu_has_bf16", lambda: True)
+    monkeypatch.setattr("cifarbench.engine.env.cpu_has_amx", lambda: amx)
+    calls = []
+    real = MatmulConv.apply
+    monkeypatch.setattr(MatmulConv, "apply", lambda *a: calls.append(a[0].shape) or real(*a))
+    res = train(_cfg(tmp_path, amp=True, epochs=1), splits=tiny_splits)
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["env"]["cpu_amx"] is amx
+    assert (saved["matmul_convs"] > 0) is amx and (len(calls) > 0) is amx
+    assert res["status"] == "finished" and res["test_acc"] is not None

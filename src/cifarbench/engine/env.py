@@ -37,6 +37,15 @@ def cpu_has_bf16() -> bool:
     return any(flag in flags for flag in ("avx512_bf16", "amx_bf16", " bf16"))
 
 
+def cpu_has_amx() -> bool:
+    """Intel AMX tiles with bf16 (Sapphire Rapids and later): where engine/cpu_conv.py's matmul convolutions pay."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "amx_bf16" in f.read()
+    except OSError:
+        return False
+
+
 def check_amp(device: torch.device) -> None:
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise CifarbenchError(f"--amp: {torch.cuda.get_device_name(device)} has no bf16 support")
@@ -69,6 +78,7 @@ def environment(device: torch.device) -> dict:
         "device": str(device),
         "device_name": device_name(device),
         "threads": torch.get_num_threads(),
+        "cpu_amx": device.type == "cpu" and cpu_has_amx(),
         "cpu_count": os.cpu_count(),
         "hostname": socket.gethostname(),
         "platform": platform.platform(),

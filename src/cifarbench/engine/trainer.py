@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from cifarbench import log
 from cifarbench.config import TrainConfig, compile_mode, read_json, write_json
-from cifarbench.engine import checkpoint, distributed
+from cifarbench.engine import checkpoint, cpu_conv, distributed
 from cifarbench.engine.env import check_amp, cpu_has_bf16, environment, resolve_device
 from cifarbench.engine.ema import ModelEma
 from cifarbench.engine.loader import DeviceLoader
@@ -305,6 +305,9 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    matmul_convs = cpu_conv.apply(model, device, cfg.amp)  # before the EMA copy, which then shares the choice
+    if matmul_convs:
+        log.info(f"{matmul_convs} convolutions as bf16 matmuls on small maps (AMX CPU; engine/cpu_conv.py)")
     optimizer = build_optimizer(cfg, param_groups(model, cfg))
     ema = ModelEma(model, cfg.model_ema_decay) if cfg.model_ema else None
     eval_model = ema.module if ema is not None else model  # what validation, selection and best.pt's eval use
@@ -347,7 +350,7 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
     base = {"model": cfg.model, "dataset": cfg.dataset, "stem": cfg.stem, "resolution": resolution,
             "seed": cfg.seed, "params": params, "macs_per_image": macs, "classes": list(splits.classes),
             "world_size": ctx.world_size, "effective_batch_size": global_batch, "val_images": len(splits.val),
-            "sync_bn": cfg.sync_bn,
+            "sync_bn": cfg.sync_bn, "matmul_convs": matmul_convs,
             # what prediction and export need to preprocess an image exactly as this run did
             "preprocess": {"channels": splits.channels, "image_size": splits.image_size, "resolution": resolution,
                            "mean": [float(m) for m in splits.mean], "std": [float(v) for v in splits.std]},
@@ -519,6 +522,7 @@ def evaluate_run(run_dir, split: str = "test", data_dir=None, device: str = "aut
     loader = DeviceLoader(part.images, part.labels, cfg.eval_batch_size, False, dev, splits.mean, splits.std,
                           cfg.resolution, channels_last=cfg.channels_last)
     amp = cfg.amp and (dev.type != "cpu" or cpu_has_bf16())
+    cpu_conv.apply(model, dev, amp)
     r = evaluate(model, loader, nn.CrossEntropyLoss(), splits.num_classes, amp=amp, tta=cfg.tta)
     res = {"acc": round(r["acc"], 3), "loss": round(r["loss"], 5), "n": r["n"], "split": split,
            "per_class_acc": per_class_acc(r["confusion"]), "confusion": r["confusion"].tolist(),

@@ -1,0 +1,128 @@
+"""bf16 convolutions on small maps as plain matrix products, on CPUs with AMX.
+
+Why: on a 2-core Intel Xeon with AMX (torch 2.14.1, oneDNN 3.12, one thread), oneDNN's bf16 convolution
+kernels are built for large maps. On ResNet18's late stages at 32 px (maps of 2x2 to 8x8, 256-512 channels)
+its weight-gradient kernel ran at ~25 GFLOP/s where the same product as one AMX matmul runs at ~500: in a
+``cifar-s2`` training step the weight gradients took 60 % of the time. Written as im2col + matmul, the same
+arithmetic (taps gathered into a [positions, taps x channels] matrix, one GEMM, fp32 accumulation inside the
+GEMM) made the whole step 2.3x faster (BENCHMARKS.md, "Matmul convolutions on AMX CPUs";
+``benchmarks/cpu_levers.py ... --levers bf16+cl+t1 bf16+cl+t1+mm``).
+
+What changes: only which kernel computes a convolution. The module tree, parameter names, state dicts,
+checkpoints and exports are the stock torchvision ones; the results differ from oneDNN's by bf16 rounding
+(the tests bound it). Used only where it was measured to pay:
+- the CPU, under bf16 autocast, on a CPU with AMX (``amx_bf16``). Without AMX (oneDNN capped at AVX-512 BF16
+  on the same machine) it was no faster, and the backward-data half slower;
+- plain dense convolutions (groups 1, no dilation, square kernel, no bias, zero padding);
+- output maps of at most MATMUL_MAX_PIXELS; the input gradient too only up to FOLD_MAX_PIXELS (at 8x8 the
+  nine-tap scatter cost more than oneDNN's backward-data kernel).
+Depthwise and grouped convolutions (MobileNetV2, ShuffleNetV2) keep oneDNN's kernels.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cifarbench.engine import env
+
+MATMUL_MAX_PIXELS = 64  # forward and weight gradient as a matmul for output maps up to 8x8
+FOLD_MAX_PIXELS = 16    # the input gradient too (matmul + scatter of the taps) up to 4x4
+
+
+def _columns(x: torch.Tensor, k: int, stride: int, pad: int) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """im2col in NHWC order: [N*Ho*Wo, k*k*C], taps major and channels minor (a channels_last weight's order)."""
+    xh = F.pad(x.permute(0, 2, 3, 1), (0, 0, pad, pad, pad, pad))
+    n, hp, wp, c = xh.shape
+    ho, wo = (hp - k) // stride + 1, (wp - k) // stride + 1
+    taps = [xh[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride, :]
+            for i in range(k) for j in range(k)]
+    return torch.stack(taps, dim=3).reshape(n * ho * wo, k * k * c), (n, ho, wo)
+
+
+def _fold(grad_cols: torch.Tensor, x_shape, k: int, stride: int, pad: int, n: int, ho: int, wo: int) -> torch.Tensor:
+    """The adjoint of _columns: each tap's gradient added back where it was read, summed in fp32 (at least)."""
+    _, c, h, w = x_shape
+    g = grad_cols.reshape(n, ho, wo, k * k, c)
+    out = grad_cols.new_zeros(n, h + 2 * pad, w + 2 * pad, c, dtype=torch.promote_types(grad_cols.dtype, torch.float32))
+    for t in range(k * k):
+        i, j = divmod(t, k)
+        out[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride, :] += g[:, :, :, t]
+    return out[:, pad:pad + h, pad:pad + w, :].to(grad_cols.dtype).permute(0, 3, 1, 2)
+
+
+def _as_matrix(w: torch.Tensor) -> torch.Tensor:
+    o, c, k, _ = w.shape
+    return w.permute(0, 2, 3, 1).reshape(o, k * k * c)
+
+
+class MatmulConv(torch.autograd.Function):
+    """conv2d(x, w, stride, padding) for groups 1: forward and weight gradient as one matmul each; the input
+    gradient as matmul + fold when ``fold`` is set, else oneDNN's backward-data kernel."""
+
+    @staticmethod
+    def forward(ctx, x, w, stride: int, pad: int, fold: bool):
+        cols, (n, ho, wo) = _columns(x, w.shape[2], stride, pad)
+        ctx.conf = (stride, pad, fold)
+        ctx.save_for_backward(x, w)
+        return (cols @ _as_matrix(w).t()).reshape(n, ho, wo, w.shape[0]).permute(0, 3, 1, 2)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, w = ctx.saved_tensors
+        stride, pad, fold = ctx.conf
+        o, c, k, _ = w.shape
+        n, _, ho, wo = grad.shape
+        g = grad.permute(0, 2, 3, 1).reshape(n * ho * wo, o)
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            if fold:
+                grad_x = _fold(g @ _as_matrix(w), x.shape, k, stride, pad, n, ho, wo)
+            else:
+                grad_x = torch.ops.aten.convolution_backward(grad, x, w, None, [stride] * 2, [pad] * 2, [1, 1],
+                                                             False, [0, 0], 1, [True, False, False])[0]
+        if ctx.needs_input_grad[1]:
+            cols, _ = _columns(x, k, stride, pad)
+            grad_w = (g.t() @ cols).reshape(o, k, k, c).permute(0, 3, 1, 2)
+        return grad_x, grad_w, None, None, None
+
+
+class MatmulConv2d(nn.Conv2d):
+    """An nn.Conv2d whose small-map bf16 CPU calls go through MatmulConv; every other call is nn.Conv2d's own."""
+
+    def _conv_forward(self, x, weight, bias):
+        if bias is None and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            s, p, k = self.stride[0], self.padding[0], self.kernel_size[0]
+            ho, wo = (x.shape[2] + 2 * p - k) // s + 1, (x.shape[3] + 2 * p - k) // s + 1
+            if ho * wo <= MATMUL_MAX_PIXELS:
+                dt = torch.get_autocast_dtype("cpu")
+                with torch.autocast("cpu", enabled=False):
+                    return MatmulConv.apply(x.to(dt), weight.to(dt), s, p, ho * wo <= FOLD_MAX_PIXELS)
+        return super()._conv_forward(x, weight, bias)
+
+
+def _eligible(m: nn.Module) -> bool:
+    return (type(m) is nn.Conv2d and m.groups == 1 and m.bias is None and m.padding_mode == "zeros"
+            and m.dilation == (1, 1) and isinstance(m.padding, tuple) and len(set(m.padding)) == 1
+            and len(set(m.kernel_size)) == 1 and len(set(m.stride)) == 1)
+
+
+def use_matmul_convs(model: nn.Module) -> int:
+    """Route ``model``'s eligible convolutions through MatmulConv2d, in place (the class only: the parameters,
+    their names and the state dict stay); returns how many."""
+    n = 0
+    for m in model.modules():
+        if _eligible(m):
+            m.__class__ = MatmulConv2d
+            n += 1
+    return n
+
+
+def wanted(device: torch.device, amp: bool) -> bool:
+    """Whether a run on ``device`` with bf16 autocast ``amp`` should use matmul convolutions (see the docstring)."""
+    return device.type == "cpu" and amp and env.cpu_has_amx()
+
+
+def apply(model: nn.Module, device: torch.device, amp: bool) -> int:
+    """use_matmul_convs where :func:`wanted`, else nothing; returns how many convolutions were routed."""
+    return use_matmul_convs(model) if wanted(device, amp) else 0
