@@ -1,18 +1,17 @@
 """bf16 convolutions on small maps as plain matrix products, on CPUs with AMX.
 
 Why: on a 2-core Intel Xeon with AMX (torch 2.14.1, oneDNN 3.12, one thread), oneDNN's bf16 convolution
-kernels are built for large maps. On ResNet18's late stages at 32 px (maps of 2x2 to 8x8, 256-512 channels)
-its weight-gradient kernel ran at ~25 GFLOP/s where the same product as one AMX matmul runs at ~500: in a
-``cifar-s2`` training step the weight gradients took 60 % of the time. Written as im2col + matmul, the same
-arithmetic (taps gathered into a [positions, taps x channels] matrix, one GEMM, fp32 accumulation inside the
-GEMM) made the whole step 2.3x faster (BENCHMARKS.md, "Matmul convolutions on AMX CPUs";
-``benchmarks/cpu_levers.py ... --levers bf16+cl+t1 bf16+cl+t1+mm``).
+kernels are built for large maps. On ResNet18's late stages at 32 px (maps of 2x2 to 8x8, 128-512 channels)
+its weight-gradient kernel ran at 16-50 GFLOP/s; the same arithmetic written as im2col + one GEMM (taps
+gathered into a [positions, taps x channels] matrix; the GEMM accumulates in fp32) ran at 120-310, and a whole
+``cifar-s2`` training step 1.90x faster (BENCHMARKS.md, "Matmul convolutions on AMX CPUs":
+``benchmarks/conv_kernels.py`` per convolution, ``benchmarks/cpu_levers.py ... bf16+cl+t1+mm`` per step).
 
 What changes: only which kernel computes a convolution. The module tree, parameter names, state dicts,
 checkpoints and exports are the stock torchvision ones; the results differ from oneDNN's by bf16 rounding
 (the tests bound it). Used only where it was measured to pay:
 - the CPU, under bf16 autocast, on a CPU with AMX (``amx_bf16``). Without AMX (oneDNN capped at AVX-512 BF16
-  on the same machine) it was no faster, and the backward-data half slower;
+  on the same machine) the step was no faster (1.01x);
 - plain dense convolutions (groups 1, no dilation, square kernel, no bias, zero padding);
 - output maps of at most MATMUL_MAX_PIXELS; the input gradient too only up to FOLD_MAX_PIXELS (at 8x8 the
   nine-tap scatter cost more than oneDNN's backward-data kernel).
