@@ -80,8 +80,8 @@ class MatmulConv(torch.autograd.Function):
             else:
                 grad_x = torch.ops.aten.convolution_backward(grad, x, w, None, [stride] * 2, [pad] * 2, [1, 1],
                                                              False, [0, 0], 1, [True, False, False])[0]
-        if ctx.needs_input_grad[1]:
-            cols, _ = _columns(x, k, stride, pad)
+        if ctx.needs_input_grad[1]:  # the columns are rebuilt, not saved by forward: saved, they would hold k*k
+            cols, _ = _columns(x, k, stride, pad)  # times the input's memory per convolution until the backward
             grad_w = (g.t() @ cols).reshape(o, k, k, c).permute(0, 3, 1, 2)
         return grad_x, grad_w, None, None, None
 

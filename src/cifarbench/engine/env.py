@@ -26,24 +26,26 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def cpu_has_bf16() -> bool:
-    """Native bf16 matmul support; without it bf16 autocast on the CPU is slower than fp32."""
-    machine = platform.machine().lower()
+def _cpuinfo() -> str | None:
+    """/proc/cpuinfo's text (Linux), else None."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = f.read()
+            return f.read()
     except OSError:
-        return machine in ("arm64", "aarch64")  # Apple silicon and recent ARM servers
+        return None
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 matmul support; without it bf16 autocast on the CPU is slower than fp32."""
+    flags = _cpuinfo()
+    if flags is None:
+        return platform.machine().lower() in ("arm64", "aarch64")  # Apple silicon and recent ARM servers
     return any(flag in flags for flag in ("avx512_bf16", "amx_bf16", " bf16"))
 
 
 def cpu_has_amx() -> bool:
     """Intel AMX tiles with bf16 (Sapphire Rapids and later): where engine/cpu_conv.py's matmul convolutions pay."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return "amx_bf16" in f.read()
-    except OSError:
-        return False
+    return "amx_bf16" in (_cpuinfo() or "")
 
 
 def check_amp(device: torch.device) -> None:
@@ -58,13 +60,9 @@ def device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     if device.type == "mps":
         return "Apple MPS"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    for line in (_cpuinfo() or "").splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 
