@@ -218,3 +218,21 @@ def test_scaled_paper_preset_runs_its_shape_with_scaled_epochs(fakelog, tmp_path
     before = len(studyfakes.read_events(fakelog))
     assert _run("paper", out, override={"epochs_scale": 0.05, "dataset": "shapes"})["ok"]
     assert not [e for e in studyfakes.read_events(fakelog)[before:] if e["event"] == "train"]  # resumed: nothing to do
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_amp_is_dropped_where_the_cpu_has_no_bf16(study_toml, fakelog, tmp_path, monkeypatch, bf16):
+    """A study file's amp = true on a CPU without bf16 (the engine would refuse every such run): its runs train in
+    fp32, config.json says so and study.json lists it as a deviation; with bf16 the runs keep amp."""
+    import cifarbench.engine.env as env
+
+    monkeypatch.setattr(env, "cpu_has_bf16", lambda: bf16)
+    toml = study_toml()
+    toml.write_text(toml.read_text().replace('stem = "cifar"', 'stem = "cifar"\namp = true'))
+    res = _run(toml, tmp_path / "study", device="cpu")
+    assert res["ok"]
+    amps = {read_json(p)["amp"] for p in (tmp_path / "study").rglob("config.json")}
+    assert amps == {bf16}
+    assert any(d.startswith("amp = false") for d in res["deviations"]) is (not bf16)
+    if not bf16:  # a resume on the same machine makes the same choice and finds the same config
+        assert _run(toml, tmp_path / "study", device="cpu")["ok"]

@@ -48,11 +48,19 @@ def cpu_has_amx() -> bool:
     return "amx_bf16" in (_cpuinfo() or "")
 
 
-def check_amp(device: torch.device) -> None:
+def amp_unsupported(device: torch.device) -> str | None:
+    """Why bf16 autocast does not pay on ``device`` (one line), or None where it does."""
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise CifarbenchError(f"--amp: {torch.cuda.get_device_name(device)} has no bf16 support")
+        return f"{torch.cuda.get_device_name(device)} has no bf16 support"
     if device.type == "cpu" and not cpu_has_bf16():
-        raise CifarbenchError("--amp: this CPU has no native bf16 (avx512_bf16/amx_bf16); bf16 autocast would be slower than fp32")
+        return "this CPU has no native bf16 (avx512_bf16/amx_bf16); bf16 autocast would be slower than fp32"
+    return None
+
+
+def check_amp(device: torch.device) -> None:
+    reason = amp_unsupported(device)
+    if reason:
+        raise CifarbenchError(f"--amp: {reason}")
 
 
 def device_name(device: torch.device) -> str:

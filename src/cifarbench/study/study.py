@@ -328,6 +328,7 @@ def run_study(config_or_preset: str | Path, output: str | Path | None = None, da
     if jobs < 1:
         raise CifarbenchError(f"--jobs {jobs}: must be at least 1")
     jobs = cpu_jobs(jobs, device)  # on a CPU, no more side by side than the usable cores (taskset)
+    spec = _amp_where_it_pays(spec, device)
     bg.resolve(spec, budget)  # a bad --budget fails now, before any work
     # before anything is written: a packing that cannot fit is refused now, also in a dry run
     packing = check_packing(study_configs(spec), device_slots(jobs, device)) if jobs > 1 else None
@@ -371,6 +372,28 @@ def run_study(config_or_preset: str | Path, output: str | Path | None = None, da
     seeds = len(spec.seeds)
     ok = all((m.get("test") or {}).get("n") == seeds for m in state.data["models"].values())
     return {**state.data, "ok": ok, "files": files, "study_dir": str(study_dir)}
+
+
+def _amp_where_it_pays(spec: StudySpec, device: str | None) -> StudySpec:
+    """The study with ``amp = false`` (an [override], reported as a deviation) where this machine has no bf16.
+
+    A study file's ``amp = true`` is a speed setting chosen on a machine with bf16 units (the quick preset's
+    ResNet18: 2.2x on AVX-512 BF16); the engine refuses --amp where bf16 would be slower than fp32 (an AMD EPYC
+    without AVX-512, a GPU without bf16), which would fail every such run of the study. Its runs train in fp32
+    instead, their config.json says so, and a resume on the same machine makes the same choice.
+    """
+    from cifarbench.engine.env import amp_unsupported, resolve_device
+    from cifarbench.study.spec import _points
+
+    if spec.override.get("amp") is False:
+        return spec
+    uses = [m.name for m in spec.models
+            if any(spec.run_config(m, s, p).amp for p in _points(m) for s in ("sweep", "final"))]
+    reason = amp_unsupported(resolve_device(device or "auto")) if uses else None
+    if not reason:
+        return spec
+    log.warn(f"amp: {reason}: the runs of {', '.join(uses)} train in fp32 (amp = false, reported as a deviation from the study file)")
+    return spec.with_override({"amp": False})
 
 
 def _warn_cpu(spec: StudySpec, device: str | None) -> None:
