@@ -11,7 +11,7 @@ import torch
 
 import studyfakes
 from cifarbench.cli import main
-from cifarbench.config import read_json
+from cifarbench.config import read_json, write_json
 from cifarbench.engine import Interrupted
 from cifarbench.errors import CifarbenchError
 from cifarbench.study import budget as bg
@@ -141,11 +141,20 @@ def fake_study(monkeypatch, tiny_splits, fakelog):
         return 1 / 500
 
     monkeypatch.setattr(plan, "_steps_per_image", steps_per_image)
-    monkeypatch.setattr(StudyState, "wall_s", lambda self: 10.0)
+    monkeypatch.setattr(StudyState, "wall_s", _wall_s)
     monkeypatch.setattr(bg, "RUN_OVERHEAD_S", 0.5)
     monkeypatch.setattr(bg, "TEST_RUN_S", 0.5)
     monkeypatch.setattr(bg, "RESERVE_S", 1.0)
     return calls
+
+
+def _wall_s(state) -> float:
+    """The study's clock: 10 s when the finals are planned, then each finished final adds the time the plan
+    predicted for it (so a re-plan at the speed the plan used keeps the plan: budget.replan)."""
+    a = (state.data.get("budget") or {}).get("allocation") or {}
+    predicted = {r["model"]: r["predicted_run_s"] for r in a.get("models", [])}
+    return 10.0 + sum(predicted.get(name, 0.0) for name, m in state.data["models"].items()
+                      for e in m.get("finals") or [] if e.get("state") == "complete")
 
 
 def _run(toml, out, **kw):
@@ -177,6 +186,70 @@ def test_budget_sets_the_final_epochs_from_the_sweeps_speed(toml, fake_study, fa
     # one calibration per speed setting (the sweep's and the finals' are the same here), with the study's threads
     assert sorted(fake_study) == [("resnet18", "cifar", 12, None), ("shufflenet_v2_x0_5", "cifar", 12, None)]
     assert b["rule"] == bg.RULE and b["budget"] == "30s" and b["predicted"]["fits"]
+    # the finals ran at the speed the plan used and took the time it predicted: the re-plan keeps the plan
+    assert a["fixed"] == ["resnet18", "shufflenet_v2_x0_5"]
+    (r,) = a["replans"]
+    assert r["model"] == "shufflenet_v2_x0_5" and r["speed_ratio"] == 1.0 and r["epochs_before"] == r["epochs"]["shufflenet_v2_x0_5"] == 8
+
+
+def _finals_at(speed_ratio: float):
+    """The fake engine, with ResNet18's finals reporting ``speed_ratio`` times the sweep's 1000 img/s."""
+    def train(cfg, splits=None, on_epoch=None):
+        res = studyfakes.train(cfg, splits, on_epoch)
+        if cfg.model == "resnet18" and "/final/" in cfg.output:
+            res["images_per_sec"] = 1000.0 * speed_ratio
+            write_json(Path(cfg.output) / "results.json", res)
+        return res
+    return train
+
+
+@pytest.mark.parametrize("ratio", [2.0, 0.5])
+def test_a_model_s_finals_are_planned_again_from_the_finals_before_it(toml, fake_study, tmp_path, ratio):
+    """ResNet18's finals ran at twice (half) the speed the plan used, in the time the plan predicted: when
+    ShuffleNetV2's finals start, its epoch costs half (twice) as much, and the time left buys it more (fewer)."""
+    out = tmp_path / "study"
+    res = run_study(toml(), output=out, train_fn=_finals_at(ratio), evaluate_fn=studyfakes.evaluate, device="cpu",
+                    budget="30s")
+    a = res["budget"]["allocation"]
+    rows = {r["model"]: r for r in a["models"]}
+    (r,) = a["replans"]
+    # by hand: T left = 30 - 10 - ResNet18's 2 predicted runs - reserve, 2 seeds on one lane, epoch cost / ratio
+    left = 30 - 10 - 2 * rows["resnet18"]["predicted_run_s"] - a["reserve_s"]
+    sh = rows["shufflenet_v2_x0_5"]
+    epoch_s = (sh["train_images"] + sh["val_images"] / 3) / (1000.0 * ratio)
+    want = int((left / 2 - sh["overhead_s"]) // epoch_s)
+    assert r["speed_ratio"] == ratio and r["epochs_before"] == 8 and r["epochs"] == {"shufflenet_v2_x0_5": want}
+    assert (want > 8) if ratio > 1 else (want < 8)
+    for seed in (0, 1):
+        assert read_json(out / f"final/shufflenet_v2_x0_5/seed{seed}/config.json")["epochs"] == want
+        assert read_json(out / f"final/resnet18/seed{seed}/config.json")["epochs"] == EXPECTED["resnet18"]
+    assert a["epochs"] == {"resnet18": EXPECTED["resnet18"], "shufflenet_v2_x0_5": want}
+    from cifarbench.report.budget import budget_blocks
+    from cifarbench.report.load import load_study
+
+    notes = [b for b in budget_blocks(load_study(out)) if type(b).__name__ == "Bullets"][-1].items
+    assert any(n.startswith(f"shufflenet_v2_x0_5's finals planned again when they started, at 0:") and
+               f"ran at {ratio:.2f}x the speed used above; epochs 8 -> {want}," in n for n in notes), notes
+
+
+def test_a_re_planned_model_resumes_with_its_epochs(toml, fake_study, tmp_path, monkeypatch):
+    out = tmp_path / "study"
+    monkeypatch.setenv("STUDYFAKES_INTERRUPT", "final/shufflenet_v2_x0_5/seed0")
+    with pytest.raises(Interrupted):
+        run_study(toml(), output=out, train_fn=_finals_at(2.0), evaluate_fn=studyfakes.evaluate, device="cpu", budget="30s")
+    epochs = read_json(out / "study.json")["budget"]["allocation"]["epochs"]["shufflenet_v2_x0_5"]
+    assert epochs > 8
+    monkeypatch.setattr(StudyState, "wall_s", lambda self: 25.0)  # a re-plan now would give it 1 epoch
+    res = run_study(toml(), output=out, train_fn=_finals_at(2.0), evaluate_fn=studyfakes.evaluate, device="cpu", budget="30s")
+    assert res["ok"] and len(res["budget"]["allocation"]["replans"]) == 1
+    assert read_json(out / "final/shufflenet_v2_x0_5/seed1/config.json")["epochs"] == epochs
+
+
+def test_runs_in_flight_keep_their_lanes_busy():
+    assert schedule_s([10, 10], 2, busy=[5]) == 15
+    # 2 lanes of 100 s, one taken for 50 s more: 150 run-s left, but the runs must fit the lanes: 5 epochs each
+    assert allocate(100, 0, 0, [ModelCost("M", 10.0)], seeds=2, lanes=2, busy=[50])["epochs"] == {"M": 5}
+    assert allocate(100, 0, 0, [ModelCost("M", 10.0)], seeds=2, lanes=2)["epochs"] == {"M": 10}
 
 
 def test_without_a_budget_the_study_file_decides(toml, fake_study, tmp_path):
@@ -234,7 +307,7 @@ def test_dry_run_prints_the_budget_plan(toml, fake_study, capsys, tmp_path):
     assert main(["study", str(toml()), "--dry-run", "--budget", "10m", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "budget 10m (10:00):" in out and "calibrated: resnet18 500 img/s" in out
-    assert "final epochs (decided after the sweep, from its measured speeds): resnet18 " in out and "(cap 30)" in out
+    assert "final epochs (decided after the sweep from its measured speeds, and again as each model's finals start): resnet18 " in out and "(cap 30)" in out
     assert "does not fit" not in out and not (tmp_path / "studies").exists()
 
 

@@ -49,6 +49,28 @@ def test_stopping_early_cancels_the_queued_runs(tmp_path):
     assert started == ["run0", "run1"]  # one per slot; before, 6 of the 8 ran
 
 
+def test_items_are_read_only_when_a_slot_is_free(tmp_path):
+    """budget.replan decides a model's config from the runs finished before it: the next item is pulled only
+    after the caller has taken the results so far (one slot: every earlier one; two slots: all but one)."""
+    from studyfakes import mark_and_sleep
+
+    from cifarbench.study.jobs import run_side_by_side
+
+    for slots in ([Slot(threads=1)], [Slot(threads=1), Slot(threads=1)]):
+        taken, seen = [], []
+
+        def items():
+            for i in range(4):
+                seen.append(list(taken))
+                yield i, TrainConfig(model="resnet18", output=str(tmp_path / f"{len(slots)}-run{i}"))
+
+        for key, _, err in run_side_by_side(mark_and_sleep, items(), slots):
+            assert err is None
+            taken.append(key)
+        n = len(slots)
+        assert [len(s) for s in seen] == [max(0, i - n + 1) for i in range(4)]
+
+
 # ---------------------------------------------------------------- several runs on one GPU: the memory check
 GIB = 2**30
 

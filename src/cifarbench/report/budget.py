@@ -63,12 +63,16 @@ def budget_blocks(study: Study) -> list:
     notes = [f"When the finals were planned: {_clock(a['elapsed_s'])} used (calibration, data overview, sweep), "
              f"{_clock(a['reserve_s'])} reserved for the test and the report, {_clock(a['final_s'])} left for the "
              f"finals with {a['lanes']} run(s) side by side and {a['seeds']} seed(s) per model.",
-             f"Finals: predicted {_clock(a['predicted_final_s'])}, actual {_clock(actual_final)}"
+             f"Finals: predicted {_clock(a['predicted_final_s'])} after the sweep, actual {_clock(actual_final)}"
              + ("" if actual_final is None else f" ({100 * (actual_final / a['predicted_final_s'] - 1):+.1f} %)")
              + ". Epoch columns: seconds of one epoch (training and validation) at the speed used; "
                "the cap is the study file's final epochs.",
              f"Whole study: predicted {_clock(a['predicted_total_s'])}, actual {_clock(wall)} up to this report"
              + ("" if wall is None else f" ({100 * wall / b['budget_s']:.1f} % of the budget)") + "."]
+    for r in a.get("replans") or []:
+        notes.append(f"{r['model']}'s finals planned again when they started, at {_clock(r['elapsed_s'])}: the finals "
+                     f"before ran at {r['speed_ratio']:.2f}x the speed used above; epochs {r['epochs_before']} -> "
+                     f"{r['epochs'][r['model']]}, predicted end {_clock(r['predicted_total_s'])}.")
     if not a.get("fits"):
         notes.append("**Over budget by the rule's own prediction**: even one final epoch per model did not fit "
                      "what the sweep left.")

@@ -30,7 +30,14 @@ from validation figures); the test split plays no part.
    free lane, as ``jobs.run_side_by_side`` does): while that schedule is longer than T, the model furthest over
    its share loses an epoch; then, while it stays within T, the model furthest under its share gains one
    (so time a floor or a cap leaves over goes to the others).
-3. The decision (with the calibration, speeds and predictions) is written to study.json's "budget" and never
+3. When a model's first final is about to start (``replan``), its epochs are decided again, from what the
+   finals so far measured: the median ratio of their images/s to the speed step 2 used rescales the epoch
+   cost of this model and the ones after it, and step 2's allocation runs on them for the time left, with
+   the lanes that runs in flight still hold (their predicted time at the ratio, less the time they have run).
+   A slower machine (another job started) so cuts the later models' epochs, and a faster one (this project's
+   2-core hosts vary by +-20 % over minutes: BENCHMARKS.md, run 8) gives them the time step 2 left over.
+   The first model, or one with no finished final before it, keeps step 2's epochs.
+4. Each decision (with the calibration, speeds and predictions) is written to study.json's "budget" and never
    made again: a resumed study reuses it, so an interrupted final resumes with the same epochs (the engine
    refuses a run whose config changed). A different ``--budget`` on a rerun is reported and ignored once the
    finals are planned; before that it replaces the stored one, and a rerun without one keeps it. A budget
@@ -76,7 +83,9 @@ RULE = [
     "Then the finals' schedule (models in order, seeds inside, each run on the first free slot) is fitted to T: "
     "the model furthest over its share loses an epoch while it is too long; the model furthest under its "
     "share gains one while it still fits.",
-    "Decided once, stored in study.json; the test split plays no part.",
+    "When each later model's finals start, its epochs are decided again the same way, for the time left, with "
+    "the speeds rescaled by the finished finals' measured speed over the speed the plan used.",
+    "Each decision is made once and stored in study.json; the test split plays no part.",
 ]
 
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
@@ -131,9 +140,12 @@ class ModelCost:
         return self.overhead_s + epochs * self.epoch_s
 
 
-def schedule_s(durations: list[float], lanes: int) -> float:
-    """How long the runs take with ``lanes`` side by side, each next one on the first lane to come free."""
+def schedule_s(durations: list[float], lanes: int, busy: list[float] | None = None) -> float:
+    """How long the runs take with ``lanes`` side by side, each next one on the first lane to come free;
+    ``busy``: seconds some lanes stay taken by runs already in flight."""
     free = [0.0] * max(1, lanes)
+    for i, b in enumerate((busy or [])[:len(free)]):
+        free[i] = max(0.0, b)
     for d in durations:
         i = free.index(min(free))
         free[i] += d
@@ -141,12 +153,16 @@ def schedule_s(durations: list[float], lanes: int) -> float:
 
 
 def allocate(budget_s: float, elapsed_s: float, reserve_s: float, models: list[ModelCost], seeds: int,
-             lanes: int) -> dict[str, Any]:
-    """Final epochs per model (the module docstring's step 2): {"epochs", "final_s", "predicted_final_s", "fits", ...}."""
+             lanes: int, busy: list[float] | None = None) -> dict[str, Any]:
+    """Final epochs per model (the module docstring's step 2): {"epochs", "final_s", "predicted_final_s", "fits", ...}.
+
+    ``busy``: seconds that some lanes stay taken by runs already in flight (a re-plan, step 3); they come off
+    the run-seconds the models share."""
     seeds, lanes = max(1, seeds), max(1, lanes)
     final_s = budget_s - elapsed_s - reserve_s
     total = sum(m.share for m in models)
-    target = {m.name: max(final_s, 0.0) * lanes * m.share / total for m in models}  # run-seconds, all its seeds
+    free_s = max(0.0, max(final_s, 0.0) * lanes - sum(min(max(b, 0.0), max(final_s, 0.0)) for b in busy or []))
+    target = {m.name: free_s * m.share / total for m in models}  # run-seconds, all its seeds
 
     def clamp(m: ModelCost, e: int) -> int:
         return max(m.min_epochs, min(e, m.cap) if m.cap is not None else e)
@@ -155,7 +171,7 @@ def allocate(budget_s: float, elapsed_s: float, reserve_s: float, models: list[M
               for m in models}
 
     def length(plus_one: ModelCost | None = None) -> float:
-        return schedule_s([m.run_s(epochs[m.name] + (m is plus_one)) for m in models for _ in range(seeds)], lanes)
+        return schedule_s([m.run_s(epochs[m.name] + (m is plus_one)) for m in models for _ in range(seeds)], lanes, busy)
 
     def use(m: ModelCost) -> float:  # the fraction of its share the model's runs take
         return seeds * m.run_s(epochs[m.name]) / target[m.name] if target[m.name] > 0 else math.inf
@@ -314,7 +330,7 @@ def _final_costs(spec, params: Callable[[str], dict], speeds: Speeds, d, jobs: i
         rows.append({"model": m.name, "share": round(m.budget_share / total_share, 4), "calibrated_images_per_sec": calib,
                      "images_per_sec": round(speed, 1), "source": source, "train_images": train, "val_images": val,
                      "epoch_s": round(cost.epoch_s, 2), "overhead_s": round(overhead, 2), "cap": cfg["epochs"],
-                     "tta_views": views})
+                     "min_epochs": low, "tta_views": views})
     return costs, rows
 
 
@@ -406,6 +422,60 @@ def final_epochs(state, jobs: int, device: str | None, params: Callable[[str], d
     return dict(b["allocation"]["epochs"])
 
 
+def replan(state, model: str, in_flight: list[tuple[str, float]]) -> int | None:
+    """Step 3 of the rule: ``model``'s final epochs, fixed when its first final is about to start; None: no budget.
+
+    ``in_flight``: (model, time.monotonic() at its start) of each final still running. The first model, or one
+    with no finished final of an earlier model to measure from, keeps the allocation's epochs. Otherwise the
+    finished finals' speed against the speed the allocation used (median ratio) rescales the epoch cost of
+    this model and those after it, and the allocation runs again on them, for the time left, with the lanes
+    still taken by the runs in flight. The decision is stored (study.json: the allocation's "fixed" and
+    "replans") and never made again: a resumed final keeps its epochs, as the engine requires.
+    """
+    b = state.data.get("budget") or {}
+    a = b.get("allocation")
+    if not a:
+        return None
+    fixed = a.setdefault("fixed", [])
+    if model in fixed:
+        return a["epochs"][model]
+    names = [m.name for m in state.spec.models]
+    started = any((state.dir / e["run"] / "config.json").exists() for e in state.model(model).get("finals") or [])
+    rows = {r["model"]: r for r in a["models"]}
+    later = names[names.index(model):]
+    ratios = []
+    for name in names[:names.index(model)]:
+        for e in state.model(name).get("finals") or []:
+            try:
+                ips = read_json(state.dir / e["run"] / "results.json").get("images_per_sec")
+            except (CifarbenchError, KeyError):
+                continue
+            if e.get("state") == "complete" and ips:
+                ratios.append(float(ips) / rows[name]["images_per_sec"])
+    if ratios and not started:  # a run that started keeps its config (an older study.json has no "fixed")
+        ratio, now, elapsed = statistics.median(ratios), time.monotonic(), state.wall_s()
+        busy = [rows[m]["predicted_run_s"] / ratio - (now - t0) for m, t0 in in_flight]
+        costs = [ModelCost.from_speed(n, rows[n]["images_per_sec"] * ratio, rows[n]["train_images"], rows[n]["val_images"],
+                                      overhead_s=rows[n]["overhead_s"], share=rows[n]["share"], cap=rows[n]["cap"],
+                                      min_epochs=rows[n].get("min_epochs", 1)) for n in later]
+        alloc = allocate(b["budget_s"], elapsed, a["reserve_s"], costs, a["seeds"], a["lanes"], busy)
+        before = a["epochs"][model]
+        a.setdefault("replans", []).append(
+            {"model": model, "elapsed_s": round(elapsed, 1), "speed_ratio": round(ratio, 3),
+             "in_flight_s": [round(max(0.0, x), 1) for x in busy], "epochs_before": before,
+             "epochs": dict(alloc["epochs"]), "predicted_total_s": round(elapsed + alloc["predicted_final_s"] + a["reserve_s"], 1),
+             "fits": alloc["fits"]})
+        a["epochs"].update(alloc["epochs"])  # the later models' figures are provisional until their own re-plan
+        for c in costs:
+            rows[c.name].update(epochs=alloc["epochs"][c.name], predicted_run_s=round(c.run_s(alloc["epochs"][c.name]), 1))
+        log.info(f"budget {b['budget']}: {model}'s finals planned again at {clock(elapsed)}: the finals so far ran at "
+                 f"{ratio:.2f}x the speed the plan used; {model} {before} -> {alloc['epochs'][model]} epoch(s); "
+                 f"predicted end {clock(a['replans'][-1]['predicted_total_s'])}")
+    fixed.append(model)
+    state.save()
+    return a["epochs"][model]
+
+
 def dry_run(spec, flag: str | None, jobs: int, device: str | None) -> dict | None:
     """The budget plan for ``--dry-run``: calibration, predicted sweep and finals (decided for real after the sweep)."""
     given = resolve(spec, flag)
@@ -435,7 +505,7 @@ def format_lines(b: dict) -> list[str]:
         out.append(f"  predicted: {sweep}{p['lanes']} run(s) side by side, finals {clock(p['predicted_final_s'])} "
                    f"({clock(p['final_s'])} left for them), test and report {clock(p['reserve_s'])}, "
                    f"end {clock(p['predicted_total_s'])}")
-        out.append("  final epochs (decided after the sweep, from its measured speeds): "
+        out.append("  final epochs (decided after the sweep from its measured speeds, and again as each model's finals start): "
                    + ", ".join(f"{r['model']} {r['epochs']} (cap {r['cap']})" for r in p["models"]))
         if not p["fits"]:
             out.append("  does not fit: even one final epoch per model overruns the budget")

@@ -103,8 +103,10 @@ def run_side_by_side(fn: Callable[[TrainConfig], Any], items: Iterable[tuple[Any
 
     With one slot the runs go in this process, one after the other (no pickling, exceptions such as
     an interrupt propagate at once). ``fn`` must be a module-level function for more than one slot.
+    ``items`` is read lazily, the next one only when a slot is free and the caller has taken the results
+    so far: a generator can decide a run's config from the runs that finished before it (budget.replan).
     """
-    items = list(items)
+    items = iter(items)
     if len(slots) <= 1:
         for key, cfg in items:
             try:

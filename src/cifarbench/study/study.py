@@ -214,7 +214,7 @@ def _stage_final(state: StudyState, jobs: int, data_dir, device, train_fn) -> No
     spec = state.spec
     state.stage("final", "running")
     epochs = bg.final_epochs(state, jobs, device, lambda name: _winner_params(state, name))  # None: no budget
-    todo = []
+    todo = []  # ((model, seed), config) of each final still to run, its epochs set when it starts (run_finals)
     for m in spec.models:
         params = _winner_params(state, m.name)
         entries = []
@@ -229,17 +229,30 @@ def _stage_final(state: StudyState, jobs: int, data_dir, device, train_fn) -> No
                 cfg = spec.run_config(m, "final", params, seed=seed, output=str(state.dir / rel), data_dir=data_dir)
                 if device:
                     cfg = cfg.replace(device=device)
-                if epochs:  # the budget's choice, stored in study.json: the same on every resume
-                    cfg = cfg.replace(epochs=epochs[m.name])
-                todo.append(((m.name, seed), cfg.validate()))
+                todo.append(((m.name, seed), cfg))
             entries.append(entry)
         state.model(m.name)["finals"] = entries
     state.save()
     if todo:
         log.info(f"final: {len(todo)} run(s), {jobs} at a time")
-    runs = run_side_by_side(train_fn or _final_train, todo, device_slots(jobs, device))
+    in_flight: dict[tuple[str, int], float] = {}
+
+    def run_finals():
+        """The finals in order, each yielded when a lane is free: a model's epochs under a budget are fixed
+        (bg.replan) only when its first final starts, from the finished finals' speed and the time left."""
+        decided: dict[str, int | None] = {}
+        for key, cfg in todo:
+            if epochs and key[0] not in decided:
+                decided[key[0]] = bg.replan(state, key[0], [(k[0], t0) for k, t0 in in_flight.items()])
+            if decided.get(key[0]):  # the budget's choice, stored in study.json: the same on every resume
+                cfg = cfg.replace(epochs=decided[key[0]])
+            in_flight[key] = time.monotonic()
+            yield key, cfg.validate()
+
+    runs = run_side_by_side(train_fn or _final_train, run_finals(), device_slots(jobs, device))
     with contextlib.closing(runs):  # on an interrupt, close it at once: the queued runs are cancelled
         for (model, seed), res, err in runs:
+            in_flight.pop((model, seed), None)
             entry = next(e for e in state.model(model)["finals"] if e["seed"] == seed)
             if err is not None:
                 if sw.is_interrupt(err):
