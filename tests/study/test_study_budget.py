@@ -113,7 +113,29 @@ def test_caps_pass_their_time_on_and_the_minimum_holds():
     capped, free = ModelCost("A", 10.0, cap=2), ModelCost("B", 10.0)
     assert allocate(100, 0, 0, [capped, free], seeds=1, lanes=1)["epochs"] == {"A": 2, "B": 8}
     late = allocate(100, 150, 0, [ModelCost("A", 10.0), ModelCost("B", 10.0, min_epochs=3)], seeds=1, lanes=1)
-    assert late["epochs"] == {"A": 1, "B": 3} and not late["fits"] and late["predicted_final_s"] == 40
+    assert late["epochs"] == {"A": 1, "B": 3} and not late["fits"]  # past the budget: the minimum epochs,
+    assert late["fraction"] == {"A": bg.MIN_FRACTION, "B": bg.MIN_FRACTION}  # on the fewest images
+    assert late["predicted_final_s"] == pytest.approx(4 * 10.0 * bg.MIN_FRACTION)
+
+
+def test_when_even_one_epoch_overruns_each_epoch_trains_on_part_of_the_images():
+    # one epoch: 90 s of training and 10 s of validation; T = 55 s: half the training images
+    m = ModelCost("M", 100.0, train_s=90.0)
+    got = allocate(55, 0, 0, [m], seeds=1, lanes=1)
+    assert got["epochs"] == {"M": 1} and got["fraction"]["M"] == pytest.approx(0.5) and got["fits"]
+    # two models, equal shares of T = 60: A (100 s an epoch) is cut to its 30 s, B (10 s) keeps whole epochs and
+    # gets back the time A's cut frees: 3 of them (before the cut, A's overrun had taken B down to 1)
+    a, b = ModelCost("A", 100.0, train_s=90.0), ModelCost("B", 10.0, train_s=9.0)
+    got = allocate(60, 0, 0, [a, b], seeds=1, lanes=1)
+    assert got["epochs"] == {"A": 1, "B": 3} and got["fraction"]["A"] == pytest.approx(20 / 90) and got["fraction"]["B"] == 1.0
+    assert got["predicted_final_s"] == pytest.approx(60) and got["fits"]
+    # 3 seeds on 2 lanes: the share cut (66.7 s a run) does not fit the lanes (two runs in a row on one of them),
+    # so the common factor takes each run to 50 s: 10 s + 90 s x 4/9
+    got = allocate(100, 0, 0, [m], seeds=3, lanes=2)
+    assert got["fraction"]["M"] == pytest.approx(4 / 9, abs=1e-3) and got["fits"]
+    # never below MIN_FRACTION: then the plan says it does not fit
+    got = allocate(20, 0, 0, [ModelCost("M", 100.0, overhead_s=10.0, train_s=90.0)], seeds=2, lanes=1)
+    assert got["fraction"]["M"] == bg.MIN_FRACTION and not got["fits"]
 
 
 def test_schedule_is_first_free_lane_in_order():
@@ -245,6 +267,30 @@ def test_a_re_planned_model_resumes_with_its_epochs(toml, fake_study, tmp_path, 
     assert read_json(out / "final/shufflenet_v2_x0_5/seed1/config.json")["epochs"] == epochs
 
 
+def test_a_budget_too_short_for_one_epoch_trains_the_finals_on_subsets(toml, fake_study, tmp_path, monkeypatch, capsys):
+    """14 s, of which the clock has used 10 and the test stage takes 3.1: the 4 finals get 0.9 s where one epoch
+    each takes 1.25 s, so ShuffleNetV2, the furthest over its share, trains on a stratified subset; its
+    config.json, study.json and the report say so."""
+    import cifarbench.study.plan as plan
+
+    monkeypatch.setattr(plan, "_steps_per_image", lambda *a, **k: 1 / 2000)  # so the calibrated sweep fits 14 s
+    out = tmp_path / "study"
+    res = _run(toml(), out, budget="14s")
+    a = res["budget"]["allocation"]
+    subset = a["train_subset"]["shufflenet_v2_x0_5"]
+    assert res["ok"] and a["epochs"] == {"resnet18": 1, "shufflenet_v2_x0_5": 1} and a["train_subset"]["resnet18"] is None
+    assert 0 < subset < 256 and a["fits"]
+    for seed in (0, 1):
+        assert read_json(out / f"final/shufflenet_v2_x0_5/seed{seed}/config.json")["train_subset"] == subset
+        assert read_json(out / f"final/resnet18/seed{seed}/config.json")["train_subset"] is None
+    assert "the finals train on a stratified subset (train_subset)" in capsys.readouterr().err
+    from cifarbench.report.budget import budget_blocks
+    from cifarbench.report.load import load_study
+
+    table = next(b for b in budget_blocks(load_study(out)) if type(b).__name__ == "Table")
+    assert [r[6] for r in table.rows] == ["1 (30)", f"1 (30) on {subset:,}"]
+
+
 def test_runs_in_flight_keep_their_lanes_busy():
     assert schedule_s([10, 10], 2, busy=[5]) == 15
     # 2 lanes of 100 s, one taken for 50 s more: 150 run-s left, but the runs must fit the lanes: 5 epochs each
@@ -285,9 +331,10 @@ def test_resume_reuses_the_stored_epochs_without_calibrating(toml, fake_study, f
 
 
 def test_a_budget_the_sweep_cannot_fit_stops_before_it(toml, fake_study, fakelog, tmp_path):
-    # calibrated sweep: 3 runs x (0.5 + 3 epochs x 277.3 / 500) = 6.5 s, after 10 s; finals at 1 epoch 4.2 s
+    # calibrated sweep: 3 runs x (0.5 + 3 epochs x 277.3 / 500) = 6.5 s, after 10 s; finals at 1 epoch on 5 images 2 s
     with pytest.raises(CifarbenchError, match=r"budget 15s: too short for study budgeted on this machine: the sweep "
-                                              r"takes about 0:06, one final epoch per model 0:04"):
+                                              r"takes about 0:06, one final epoch per model \(on 2% of the training "
+                                              r"images\) 0:02"):
         _run(toml(), tmp_path / "study", budget="15s")
     assert not [e for e in studyfakes.read_events(fakelog) if e["event"] == "train"]
 

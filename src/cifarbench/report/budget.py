@@ -24,6 +24,10 @@ def _secs(x) -> str:
     return DASH if x is None else f"{x:.0f}"
 
 
+def _ep(epochs: int, subset: int | None) -> str:
+    return f"{epochs}" + (f" on {subset:,} images" if subset else "")
+
+
 def _actual_run_s(study: Study, model: str) -> float | None:
     """Mean wall time of the model's finished finals (results.json wall_time_s)."""
     for m in study.models:
@@ -52,7 +56,7 @@ def budget_blocks(study: Study) -> list:
     rows = []
     for r in a["models"]:
         rows.append([r["model"], f"{r['share']:.2f}", f"{r['calibrated_images_per_sec']:.0f}",
-                     f"{r['images_per_sec']:.0f}", r["source"], f"{r['epoch_s']:.1f}", f"{r['epochs']} ({r['cap']})",
+                     f"{r['images_per_sec']:.0f}", r["source"], f"{r['epoch_s']:.1f}", f"{r['epochs']} ({r['cap']})" + (f" on {r['train_subset']:,}" if r.get("train_subset") else ""),
                      f"{r['predicted_run_s']:.0f}", _secs(_actual_run_s(study, r["model"]))])
     out.append(Table(["Model", "Share", "Calibrated img/s", "Img/s used", "Speed from", "Epoch (s)",
                       "Epochs (cap)", "Predicted run (s)", "Actual run (s)"], rows,
@@ -66,15 +70,17 @@ def budget_blocks(study: Study) -> list:
              f"Finals: predicted {_clock(a['predicted_final_s'])} after the sweep, actual {_clock(actual_final)}"
              + ("" if actual_final is None else f" ({100 * (actual_final / a['predicted_final_s'] - 1):+.1f} %)")
              + ". Epoch columns: seconds of one epoch (training and validation) at the speed used; "
-               "the cap is the study file's final epochs.",
+               "the cap is the study file's final epochs; \"on N\": each epoch trained on a stratified subset of N "
+               "training images, because even one epoch per model on all of them did not fit the budget.",
              f"Whole study: predicted {_clock(a['predicted_total_s'])}, actual {_clock(wall)} up to this report"
              + ("" if wall is None else f" ({100 * wall / b['budget_s']:.1f} % of the budget)") + "."]
     for r in a.get("replans") or []:
         notes.append(f"{r['model']}'s finals planned again when they started, at {_clock(r['elapsed_s'])}: the finals "
-                     f"before ran at {r['speed_ratio']:.2f}x the speed used above; epochs {r['epochs_before']} -> "
-                     f"{r['epochs'][r['model']]}, predicted end {_clock(r['predicted_total_s'])}.")
+                     f"before ran at {r['speed_ratio']:.2f}x the speed used above; epochs {_ep(r['epochs_before'], r.get('train_subset_before'))} -> "
+                     f"{_ep(r['epochs'][r['model']], (r.get('train_subset') or {}).get(r['model']))}, "
+                     f"predicted end {_clock(r['predicted_total_s'])}.")
     if not a.get("fits"):
-        notes.append("**Over budget by the rule's own prediction**: even one final epoch per model did not fit "
-                     "what the sweep left.")
+        notes.append("**Over budget by the rule's own prediction**: even one final epoch per model, on the fewest "
+                     "training images the rule allows, did not fit what the sweep left.")
     out.append(Bullets(notes))
     return out

@@ -29,7 +29,10 @@ from validation figures); the test split plays no part.
    Then the finals are laid out as the study runs them (models in order, seeds inside, each run on the first
    free lane, as ``jobs.run_side_by_side`` does): while that schedule is longer than T, the model furthest over
    its share loses an epoch; then, while it stays within T, the model furthest under its share gains one
-   (so time a floor or a cap leaves over goes to the others).
+   (so time a floor or a cap leaves over goes to the others). If even the minimum epochs overrun T (a slow
+   machine, or ``taskset -c 0``), each epoch trains on part of the training images (the engine's stratified
+   ``train_subset``): the models over their share are cut to it, then all by one factor until the schedule
+   fits, never below MIN_FRACTION of the images (then the plan says it does not fit).
 3. When a model's first final is about to start (``replan``), its epochs are decided again, from what the
    finals so far measured: the median ratio of their images/s to the speed step 2 used rescales the epoch
    cost of this model and the ones after it, and step 2's allocation runs on them for the time left, with
@@ -67,6 +70,7 @@ EVAL_COST = 1 / 3
 RUN_OVERHEAD_S = 10.0  # a final's start-up and final reload when no sweep run measured it (quick study: 4-14 s)
 TEST_RUN_S = 3.0       # evaluate_run per final: load the data, the model and best.pt
 RESERVE_S = 30.0       # the report (3 s on the quick study), imports before the study's clock starts, worker start-up
+MIN_FRACTION = 0.02  # of the training images, the least a budget cuts an epoch to (900 of CIFAR-10's 45,000)
 
 RULE = [
     "Calibration at the start: a few timed training steps per model with the runs' exact speed settings "
@@ -83,6 +87,9 @@ RULE = [
     "Then the finals' schedule (models in order, seeds inside, each run on the first free slot) is fitted to T: "
     "the model furthest over its share loses an epoch while it is too long; the model furthest under its "
     "share gains one while it still fits.",
+    "If even the minimum epochs do not fit, each epoch trains on a stratified subset of the training images "
+    f"(train_subset): the models over their share are cut to it, then all by one factor until the schedule fits "
+    f"(at least {MIN_FRACTION:.0%} of the images).",
     "When each later model's finals start, its epochs are decided again the same way, for the time left, with "
     "the speeds rescaled by the finished finals' measured speed over the speed the plan used.",
     "Each decision is made once and stored in study.json; the test split plays no part.",
@@ -130,14 +137,18 @@ class ModelCost:
     share: float = 1.0
     cap: int | None = None
     min_epochs: int = 1
+    train_s: float | None = None  # the training part of epoch_s (None: all of it), what a subset shortens
 
     @classmethod
     def from_speed(cls, name: str, images_per_sec: float, train_images: int, val_images: int, **kw) -> "ModelCost":
         """An epoch trains on ``train_images`` and evaluates ``val_images`` (at EVAL_COST of a training image each)."""
-        return cls(name, (train_images + EVAL_COST * val_images) / images_per_sec, **kw)
+        return cls(name, (train_images + EVAL_COST * val_images) / images_per_sec,
+                   train_s=train_images / images_per_sec, **kw)
 
-    def run_s(self, epochs: int) -> float:
-        return self.overhead_s + epochs * self.epoch_s
+    def run_s(self, epochs: int, fraction: float = 1.0) -> float:
+        """A run of ``epochs`` epochs, each on ``fraction`` of the training images (the validation pass stays whole)."""
+        train = self.epoch_s if self.train_s is None else self.train_s
+        return self.overhead_s + epochs * (self.epoch_s - (1.0 - fraction) * train)
 
 
 def schedule_s(durations: list[float], lanes: int, busy: list[float] | None = None) -> float:
@@ -170,25 +181,60 @@ def allocate(budget_s: float, elapsed_s: float, reserve_s: float, models: list[M
     epochs = {m.name: clamp(m, math.floor((target[m.name] / seeds - m.overhead_s) / max(m.epoch_s, 1e-9)))
               for m in models}
 
+    fraction = {m.name: 1.0 for m in models}  # of the training images each epoch trains on
+
     def length(plus_one: ModelCost | None = None) -> float:
-        return schedule_s([m.run_s(epochs[m.name] + (m is plus_one)) for m in models for _ in range(seeds)], lanes, busy)
+        return schedule_s([m.run_s(epochs[m.name] + (m is plus_one), fraction[m.name]) for m in models
+                           for _ in range(seeds)], lanes, busy)
 
     def use(m: ModelCost) -> float:  # the fraction of its share the model's runs take
-        return seeds * m.run_s(epochs[m.name]) / target[m.name] if target[m.name] > 0 else math.inf
+        return seeds * m.run_s(epochs[m.name], fraction[m.name]) / target[m.name] if target[m.name] > 0 else math.inf
+
+    def gain() -> None:  # a model cut to part of the images gets no more epochs
+        while True:
+            room = [m for m in models if fraction[m.name] >= 1.0 and (m.cap is None or epochs[m.name] < m.cap)
+                    and length(m) <= final_s]
+            if not room:
+                break
+            epochs[min(room, key=use).name] += 1
 
     while length() > final_s:
         over = [m for m in models if epochs[m.name] > m.min_epochs]
         if not over:
             break
         epochs[max(over, key=use).name] -= 1
-    while True:
-        room = [m for m in models if (m.cap is None or epochs[m.name] < m.cap) and length(m) <= final_s]
-        if not room:
-            break
-        epochs[min(room, key=use).name] += 1
+    gain()
+    if length() > final_s:  # even the minimum epochs overrun: _cut_epochs trains them on part of the images
+        _cut_epochs(models, epochs, fraction, target, seeds, final_s, length)
+        gain()  # the time a cut model no longer takes goes back to the others
     predicted = length()
-    return {"epochs": epochs, "final_s": final_s, "predicted_final_s": predicted, "fits": predicted <= final_s,
-            "target_s": target}
+    return {"epochs": epochs, "fraction": fraction, "final_s": final_s, "predicted_final_s": predicted,
+            "fits": predicted <= final_s, "target_s": target}
+
+
+def _cut_epochs(models: list[ModelCost], epochs: dict, fraction: dict, target: dict, seeds: int, final_s: float,
+                length: Callable[[], float]) -> None:
+    """Step 2's last resort, when every model is at its minimum epochs and the finals still overrun: each model's
+    epochs train on a part of the training images (a stratified subset, the engine's train_subset), first the
+    models over their share down to it, then every model by the same factor until the schedule fits; never
+    below MIN_FRACTION (then the plan does not fit, and says so)."""
+    for m in models:
+        train = m.epoch_s if m.train_s is None else m.train_s
+        per_epoch = (target[m.name] / seeds - m.overhead_s) / epochs[m.name]  # what its share gives an epoch
+        fraction[m.name] = min(1.0, max(MIN_FRACTION, 1.0 - (m.epoch_s - per_epoch) / train)) if train > 0 else 1.0
+    share_cut = dict(fraction)
+
+    def scale(g: float) -> None:
+        for m in models:
+            fraction[m.name] = max(MIN_FRACTION, share_cut[m.name] * g)
+
+    if length() <= final_s:
+        return
+    lo, hi = 0.0, 1.0  # the largest common factor that fits, to 1e-4
+    while hi - lo > 1e-4:
+        scale((lo + hi) / 2)
+        lo, hi = ((lo + hi) / 2, hi) if length() <= final_s else (lo, (lo + hi) / 2)
+    scale(lo)
 
 
 # ---------------------------------------------------------------- speeds
@@ -349,12 +395,23 @@ def _plan(spec, budget_s: float, elapsed_s: float, speeds: Speeds, d, jobs: int,
     lanes = _slot(jobs, device)[1]
     reserve = _reserve(rows, len(spec.seeds), d, lanes)
     alloc = allocate(budget_s, elapsed_s, reserve, costs, len(spec.seeds), lanes)
-    for r, c in zip(rows, costs):
-        r.update(epochs=alloc["epochs"][c.name], predicted_run_s=round(c.run_s(alloc["epochs"][c.name]), 1))
+    subsets = _record(alloc, costs, rows)
     return {"elapsed_s": round(elapsed_s, 1), "reserve_s": round(reserve, 1), "final_s": round(alloc["final_s"], 1),
             "predicted_final_s": round(alloc["predicted_final_s"], 1),
             "predicted_total_s": round(elapsed_s + alloc["predicted_final_s"] + reserve, 1), "fits": alloc["fits"],
-            "lanes": lanes, "seeds": len(spec.seeds), "epochs": alloc["epochs"], "models": rows}
+            "lanes": lanes, "seeds": len(spec.seeds), "epochs": alloc["epochs"], "train_subset": subsets, "models": rows}
+
+
+def _record(alloc: dict, costs: list[ModelCost], rows: list[dict]) -> dict[str, int | None]:
+    """Write an allocation's epochs, training images and predicted run time into the models' rows; return
+    {model: train_subset}, None where an epoch is the whole training set."""
+    subsets = {}
+    for c in costs:
+        r = next(r for r in rows if r["model"] == c.name)
+        e, f = alloc["epochs"][c.name], alloc["fraction"][c.name]
+        subsets[c.name] = None if f >= 1.0 else max(1, math.floor(f * r["train_images"]))
+        r.update(epochs=e, train_subset=subsets[c.name], predicted_run_s=round(c.run_s(e, f), 1))
+    return subsets
 
 
 def _first_point(spec) -> Callable[[str], dict]:
@@ -392,11 +449,16 @@ def prepare(state, flag: str | None, jobs: int, device: str | None) -> dict | No
         log.info(line)
     if not pred["fits"] and state.data["stages"]["sweep"] == "pending":
         msg = (f"budget {given[1]}: too short for study {spec.name} on this machine: the sweep takes about "
-               f"{clock(sweep_s)}, one final epoch per model {clock(pred['predicted_final_s'])} and the test and report "
+               f"{clock(sweep_s)}, one final epoch per model (on {MIN_FRACTION:.0%} of the training images) "
+               f"{clock(pred['predicted_final_s'])} and the test and report "
                f"{clock(pred['reserve_s'])} (calibrated; {clock(pred['predicted_total_s'])} in all)")
         if pred["elapsed_s"] > given[0]:  # not even the sweep: nothing useful can come of starting
             raise CifarbenchError(msg + "; give a longer budget or a smaller sweep")
         log.warn(msg + "; the finals will get their minimum epochs unless the sweep runs faster than calibrated")
+    elif any(pred["train_subset"].values()) and state.data["stages"]["sweep"] == "pending":
+        log.warn(f"budget {given[1]}: one final epoch per model on all the training images does not fit on this "
+                 "machine (calibrated); unless the sweep runs faster, the finals will train on stratified subsets: "
+                 + ", ".join(f"{m} {n:,}" for m, n in pred["train_subset"].items() if n))
     return b
 
 
@@ -414,16 +476,20 @@ def final_epochs(state, jobs: int, device: str | None, params: Callable[[str], d
         state.save()
         a = b["allocation"]
         log.info(f"budget {b['budget']}: {clock(a['elapsed_s'])} used, {clock(a['final_s'])} for the finals: "
-                 + ", ".join(f"{r['model']} {r['epochs']} epoch(s) ({r['images_per_sec']:.0f} img/s, {r['source']})"
-                             for r in a["models"]) + f"; predicted end {clock(a['predicted_total_s'])}")
+                 + ", ".join(f"{r['model']} {_epochs_text(r['epochs'], r.get('train_subset'))} ({r['images_per_sec']:.0f} "
+                             f"img/s, {r['source']})" for r in a["models"]) + f"; predicted end {clock(a['predicted_total_s'])}")
+        if any(a.get("train_subset", {}).values()):
+            log.warn(f"budget {b['budget']}: one final epoch per model on all the training images does not fit; the "
+                     "finals train on a stratified subset (train_subset), reported as such")
         if not a["fits"]:
-            log.warn(f"budget {b['budget']}: even one epoch per model overruns it: predicted end "
-                     f"{clock(a['predicted_total_s'])}")
+            log.warn(f"budget {b['budget']}: even one epoch per model on {MIN_FRACTION:.0%} of the training images "
+                     f"overruns it: predicted end {clock(a['predicted_total_s'])}")
     return dict(b["allocation"]["epochs"])
 
 
-def replan(state, model: str, in_flight: list[tuple[str, float]]) -> int | None:
-    """Step 3 of the rule: ``model``'s final epochs, fixed when its first final is about to start; None: no budget.
+def replan(state, model: str, in_flight: list[tuple[str, float]]) -> dict[str, int | None] | None:
+    """Step 3 of the rule: ``model``'s finals' {"epochs", "train_subset"}, fixed when its first final is about to
+    start; None: no budget.
 
     ``in_flight``: (model, time.monotonic() at its start) of each final still running. The first model, or one
     with no finished final of an earlier model to measure from, keeps the allocation's epochs. Otherwise the
@@ -437,8 +503,9 @@ def replan(state, model: str, in_flight: list[tuple[str, float]]) -> int | None:
     if not a:
         return None
     fixed = a.setdefault("fixed", [])
+    subsets = a.setdefault("train_subset", {})
     if model in fixed:
-        return a["epochs"][model]
+        return {"epochs": a["epochs"][model], "train_subset": subsets.get(model)}
     names = [m.name for m in state.spec.models]
     started = any((state.dir / e["run"] / "config.json").exists() for e in state.model(model).get("finals") or [])
     rows = {r["model"]: r for r in a["models"]}
@@ -459,21 +526,26 @@ def replan(state, model: str, in_flight: list[tuple[str, float]]) -> int | None:
                                       overhead_s=rows[n]["overhead_s"], share=rows[n]["share"], cap=rows[n]["cap"],
                                       min_epochs=rows[n].get("min_epochs", 1)) for n in later]
         alloc = allocate(b["budget_s"], elapsed, a["reserve_s"], costs, a["seeds"], a["lanes"], busy)
-        before = a["epochs"][model]
+        before = (a["epochs"][model], subsets.get(model))
+        now_subsets = _record(alloc, costs, list(rows.values()))
         a.setdefault("replans", []).append(
             {"model": model, "elapsed_s": round(elapsed, 1), "speed_ratio": round(ratio, 3),
-             "in_flight_s": [round(max(0.0, x), 1) for x in busy], "epochs_before": before,
-             "epochs": dict(alloc["epochs"]), "predicted_total_s": round(elapsed + alloc["predicted_final_s"] + a["reserve_s"], 1),
-             "fits": alloc["fits"]})
+             "in_flight_s": [round(max(0.0, x), 1) for x in busy], "epochs_before": before[0],
+             "train_subset_before": before[1], "epochs": dict(alloc["epochs"]), "train_subset": now_subsets,
+             "predicted_total_s": round(elapsed + alloc["predicted_final_s"] + a["reserve_s"], 1), "fits": alloc["fits"]})
         a["epochs"].update(alloc["epochs"])  # the later models' figures are provisional until their own re-plan
-        for c in costs:
-            rows[c.name].update(epochs=alloc["epochs"][c.name], predicted_run_s=round(c.run_s(alloc["epochs"][c.name]), 1))
+        subsets.update(now_subsets)
         log.info(f"budget {b['budget']}: {model}'s finals planned again at {clock(elapsed)}: the finals so far ran at "
-                 f"{ratio:.2f}x the speed the plan used; {model} {before} -> {alloc['epochs'][model]} epoch(s); "
+                 f"{ratio:.2f}x the speed the plan used; {model} {_epochs_text(*before)} -> "
+                 f"{_epochs_text(alloc['epochs'][model], subsets[model])}; "
                  f"predicted end {clock(a['replans'][-1]['predicted_total_s'])}")
     fixed.append(model)
     state.save()
-    return a["epochs"][model]
+    return {"epochs": a["epochs"][model], "train_subset": subsets.get(model)}
+
+
+def _epochs_text(epochs: int, subset: int | None) -> str:
+    return f"{epochs} epoch(s)" + (f" on {subset:,} images" if subset else "")
 
 
 def dry_run(spec, flag: str | None, jobs: int, device: str | None) -> dict | None:
@@ -506,7 +578,9 @@ def format_lines(b: dict) -> list[str]:
                    f"({clock(p['final_s'])} left for them), test and report {clock(p['reserve_s'])}, "
                    f"end {clock(p['predicted_total_s'])}")
         out.append("  final epochs (decided after the sweep from its measured speeds, and again as each model's finals start): "
-                   + ", ".join(f"{r['model']} {r['epochs']} (cap {r['cap']})" for r in p["models"]))
+                   + ", ".join(f"{r['model']} {r['epochs']}" + (f" on {r['train_subset']:,} of {r['train_images']:,} images"
+                                                                if r.get("train_subset") else "") + f" (cap {r['cap']})"
+                               for r in p["models"]))
         if not p["fits"]:
-            out.append("  does not fit: even one final epoch per model overruns the budget")
+            out.append(f"  does not fit: even one final epoch per model on {MIN_FRACTION:.0%} of the training images overruns the budget")
     return out

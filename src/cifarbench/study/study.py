@@ -240,12 +240,13 @@ def _stage_final(state: StudyState, jobs: int, data_dir, device, train_fn) -> No
     def run_finals():
         """The finals in order, each yielded when a lane is free: a model's epochs under a budget are fixed
         (bg.replan) only when its first final starts, from the finished finals' speed and the time left."""
-        decided: dict[str, int | None] = {}
+        decided: dict[str, dict | None] = {}
         for key, cfg in todo:
             if epochs and key[0] not in decided:
                 decided[key[0]] = bg.replan(state, key[0], [(k[0], t0) for k, t0 in in_flight.items()])
             if decided.get(key[0]):  # the budget's choice, stored in study.json: the same on every resume
-                cfg = cfg.replace(epochs=decided[key[0]])
+                subset = decided[key[0]]["train_subset"]
+                cfg = cfg.replace(epochs=decided[key[0]]["epochs"], **({"train_subset": subset} if subset else {}))
             in_flight[key] = time.monotonic()
             yield key, cfg.validate()
 
