@@ -129,6 +129,10 @@ def test_when_even_one_epoch_overruns_each_epoch_trains_on_part_of_the_images():
     got = allocate(60, 0, 0, [a, b], seeds=1, lanes=1)
     assert got["epochs"] == {"A": 1, "B": 3} and got["fraction"]["A"] == pytest.approx(20 / 90) and got["fraction"]["B"] == 1.0
     assert got["predicted_final_s"] == pytest.approx(60) and got["fits"]
+    # T = 100: A is cut to its 50 s, B's 40 s epoch fits once but not twice; the 10 s left grow A's subset
+    got = allocate(100, 0, 0, [a, ModelCost("B", 40.0, train_s=36.0)], seeds=1, lanes=1)
+    assert got["epochs"] == {"A": 1, "B": 1} and got["fraction"]["A"] == pytest.approx(50 / 90, rel=1e-3)
+    assert got["predicted_final_s"] == pytest.approx(100, rel=1e-3) and got["fits"]
     # 3 seeds on 2 lanes: the share cut (66.7 s a run) does not fit the lanes (two runs in a row on one of them),
     # so the common factor takes each run to 50 s: 10 s + 90 s x 4/9
     got = allocate(100, 0, 0, [m], seeds=3, lanes=2)

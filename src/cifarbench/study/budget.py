@@ -32,7 +32,8 @@ from validation figures); the test split plays no part.
    (so time a floor or a cap leaves over goes to the others). If even the minimum epochs overrun T (a slow
    machine, or ``taskset -c 0``), each epoch trains on part of the training images (the engine's stratified
    ``train_subset``): the models over their share are cut to it, then all by one factor until the schedule
-   fits, never below MIN_FRACTION of the images (then the plan says it does not fit).
+   fits, never below MIN_FRACTION of the images (then the plan says it does not fit); the models on whole
+   epochs gain epochs into the time the cut freed, and what is still left grows the cut models' subsets.
 3. When a model's first final is about to start (``replan``), its epochs are decided again, from what the
    finals so far measured: the median ratio of their images/s to the speed step 2 used rescales the epoch
    cost of this model and the ones after it, and step 2's allocation runs on them for the time left, with
@@ -89,7 +90,7 @@ RULE = [
     "share gains one while it still fits.",
     "If even the minimum epochs do not fit, each epoch trains on a stratified subset of the training images "
     f"(train_subset): the models over their share are cut to it, then all by one factor until the schedule fits "
-    f"(at least {MIN_FRACTION:.0%} of the images).",
+    f"(at least {MIN_FRACTION:.0%} of the images); time still left grows the cut models' subsets.",
     "When each later model's finals start, its epochs are decided again the same way, for the time left, with "
     "the speeds rescaled by the finished finals' measured speed over the speed the plan used.",
     "Each decision is made once and stored in study.json; the test split plays no part.",
@@ -207,6 +208,7 @@ def allocate(budget_s: float, elapsed_s: float, reserve_s: float, models: list[M
     if length() > final_s:  # even the minimum epochs overrun: _cut_epochs trains them on part of the images
         _cut_epochs(models, epochs, fraction, target, seeds, final_s, length)
         gain()  # the time a cut model no longer takes goes back to the others
+        _fill_cut(fraction, final_s, length)  # and what they cannot use, to the cut models
     predicted = length()
     return {"epochs": epochs, "fraction": fraction, "final_s": final_s, "predicted_final_s": predicted,
             "fits": predicted <= final_s, "target_s": target}
@@ -222,18 +224,27 @@ def _cut_epochs(models: list[ModelCost], epochs: dict, fraction: dict, target: d
         train = m.epoch_s if m.train_s is None else m.train_s
         per_epoch = (target[m.name] / seeds - m.overhead_s) / epochs[m.name]  # what its share gives an epoch
         fraction[m.name] = min(1.0, max(MIN_FRACTION, 1.0 - (m.epoch_s - per_epoch) / train)) if train > 0 else 1.0
-    share_cut = dict(fraction)
+    _scale_to_fit(fraction, dict(fraction), 0.0, 1.0, final_s, length)
 
-    def scale(g: float) -> None:
-        for m in models:
-            fraction[m.name] = max(MIN_FRACTION, share_cut[m.name] * g)
 
-    if length() <= final_s:
+def _fill_cut(fraction: dict, final_s: float, length: Callable[[], float]) -> None:
+    """After the cut, the time the models on whole epochs could not use goes back to the cut ones, by one factor."""
+    cut = {n: f for n, f in fraction.items() if f < 1.0}
+    if cut and length() <= final_s:
+        _scale_to_fit(fraction, cut, 1.0, max(1.0 / f for f in cut.values()), final_s, length)
+
+
+def _scale_to_fit(fraction: dict, base: dict, lo: float, hi: float, final_s: float, length: Callable[[], float]) -> None:
+    """fraction = base x g (within [MIN_FRACTION, 1]) for the largest g in [lo, hi] whose schedule fits, to 1e-4."""
+    def scale(g: float) -> bool:
+        fraction.update({n: min(1.0, max(MIN_FRACTION, f * g)) for n, f in base.items()})
+        return length() <= final_s
+
+    if scale(hi):
         return
-    lo, hi = 0.0, 1.0  # the largest common factor that fits, to 1e-4
-    while hi - lo > 1e-4:
-        scale((lo + hi) / 2)
-        lo, hi = ((lo + hi) / 2, hi) if length() <= final_s else (lo, (lo + hi) / 2)
+    while hi - lo > 1e-4 * hi:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if scale(mid) else (lo, mid)
     scale(lo)
 
 
