@@ -288,11 +288,12 @@ def test_a_budget_too_short_for_one_epoch_trains_the_finals_on_subsets(toml, fak
         assert read_json(out / f"final/shufflenet_v2_x0_5/seed{seed}/config.json")["train_subset"] == subset
         assert read_json(out / f"final/resnet18/seed{seed}/config.json")["train_subset"] is None
     assert "the finals train on a stratified subset (train_subset)" in capsys.readouterr().err
-    from cifarbench.report.budget import budget_blocks
+    from cifarbench.report.budget import budget_blocks, subset_note
     from cifarbench.report.load import load_study
 
     table = next(b for b in budget_blocks(load_study(out)) if type(b).__name__ == "Table")
     assert [r[6] for r in table.rows] == ["1 (30)", f"1 (30) on {subset:,}"]
+    assert f"trained on a stratified subset: shufflenet_v2_x0_5 1 epoch(s) on {subset:,} of 256 images" in subset_note(load_study(out))
 
 
 def test_runs_in_flight_keep_their_lanes_busy():

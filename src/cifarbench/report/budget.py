@@ -24,8 +24,9 @@ def _secs(x) -> str:
     return DASH if x is None else f"{x:.0f}"
 
 
-def _ep(epochs: int, subset: int | None) -> str:
-    return f"{epochs}" + (f" on {subset:,} images" if subset else "")
+def _ep(epochs: int, subset: int | None, cap: int | None = None) -> str:
+    """Epochs, with the cap after them, and the subset each trained on where the budget cut one."""
+    return f"{epochs}" + (f" ({cap})" if cap is not None else "") + (f" on {subset:,}" if subset else "")
 
 
 def _actual_run_s(study: Study, model: str) -> float | None:
@@ -35,6 +36,18 @@ def _actual_run_s(study: Study, model: str) -> float | None:
             walls = [r.results["wall_time_s"] for r in m.finals if r.results.get("wall_time_s")]
             return statistics.fmean(walls) if walls else None
     return None
+
+
+def subset_note(study: Study) -> str:
+    """A sentence for the results table when the budget trained some finals on part of the training images, else ""."""
+    a = (study.info.get("budget") or {}).get("allocation") or {}
+    cut = [r for r in a.get("models", []) if r.get("train_subset")]
+    if not cut:
+        return ""
+    return (" Under the time budget, even one epoch per model on all the training images did not fit, so these finals "
+            "trained on a stratified subset: " + ", ".join(f"{r['model']} {r['epochs']} epoch(s) on {r['train_subset']:,}"
+                                                           f" of {r['train_images']:,} images" for r in cut)
+            + " (section \"Time budget\").")
 
 
 def budget_blocks(study: Study) -> list:
@@ -56,8 +69,9 @@ def budget_blocks(study: Study) -> list:
     rows = []
     for r in a["models"]:
         rows.append([r["model"], f"{r['share']:.2f}", f"{r['calibrated_images_per_sec']:.0f}",
-                     f"{r['images_per_sec']:.0f}", r["source"], f"{r['epoch_s']:.1f}", f"{r['epochs']} ({r['cap']})" + (f" on {r['train_subset']:,}" if r.get("train_subset") else ""),
-                     f"{r['predicted_run_s']:.0f}", _secs(_actual_run_s(study, r["model"]))])
+                     f"{r['images_per_sec']:.0f}", r["source"], f"{r['epoch_s']:.1f}",
+                     _ep(r["epochs"], r.get("train_subset"), r["cap"]), f"{r['predicted_run_s']:.0f}",
+                     _secs(_actual_run_s(study, r["model"]))])
     out.append(Table(["Model", "Share", "Calibrated img/s", "Img/s used", "Speed from", "Epoch (s)",
                       "Epochs (cap)", "Predicted run (s)", "Actual run (s)"], rows,
                      numeric=[False, True, True, True, False, True, True, True, True]))
@@ -75,9 +89,10 @@ def budget_blocks(study: Study) -> list:
              f"Whole study: predicted {_clock(a['predicted_total_s'])}, actual {_clock(wall)} up to this report"
              + ("" if wall is None else f" ({100 * wall / b['budget_s']:.1f} % of the budget)") + "."]
     for r in a.get("replans") or []:
+        after = _ep(r["epochs"][r["model"]], (r.get("train_subset") or {}).get(r["model"]))
         notes.append(f"{r['model']}'s finals planned again when they started, at {_clock(r['elapsed_s'])}: the finals "
-                     f"before ran at {r['speed_ratio']:.2f}x the speed used above; epochs {_ep(r['epochs_before'], r.get('train_subset_before'))} -> "
-                     f"{_ep(r['epochs'][r['model']], (r.get('train_subset') or {}).get(r['model']))}, "
+                     f"before ran at {r['speed_ratio']:.2f}x the speed used above; epochs "
+                     f"{_ep(r['epochs_before'], r.get('train_subset_before'))} -> {after}, "
                      f"predicted end {_clock(r['predicted_total_s'])}.")
     if not a.get("fits"):
         notes.append("**Over budget by the rule's own prediction**: even one final epoch per model, on the fewest "

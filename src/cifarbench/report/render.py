@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cifarbench.errors import CifarbenchError
 from cifarbench.report import plots
-from cifarbench.report.budget import budget_blocks
+from cifarbench.report.budget import budget_blocks, subset_note
 from cifarbench.report.doc import Bullets, Document, Figure, Heading, Para, Pre, Table, to_html, to_markdown
 from cifarbench.report.flags import (ALPHA, OVERFIT_PATIENCE, Comparison, FinalStats, check_sweeps, compare_models,
                                      final_stats, find_overfitting, find_problems, mean_std)
@@ -348,7 +348,7 @@ def build_document(study: Study, figs: Path, patience: int = OVERFIT_PATIENCE) -
 
     doc.add(Heading(2, "Final results", id="final-results"),
             Para("One row per model: the sweep winner retrained with each final seed; the best mean accuracy is "
-                 "in bold. The study's published test accuracy is shown beside ours."),
+                 "in bold. The study's published test accuracy is shown beside ours." + subset_note(study)),
             _final_table(stats, best))
     if any(s.acc for s in stats):
         p = plots.tradeoff(stats, figs / "tradeoff.png")

@@ -487,8 +487,9 @@ def final_epochs(state, jobs: int, device: str | None, params: Callable[[str], d
         state.save()
         a = b["allocation"]
         log.info(f"budget {b['budget']}: {clock(a['elapsed_s'])} used, {clock(a['final_s'])} for the finals: "
-                 + ", ".join(f"{r['model']} {_epochs_text(r['epochs'], r.get('train_subset'))} ({r['images_per_sec']:.0f} "
-                             f"img/s, {r['source']})" for r in a["models"]) + f"; predicted end {clock(a['predicted_total_s'])}")
+                 + ", ".join(f"{r['model']} {_epochs_text(r['epochs'], r.get('train_subset'))} "
+                             f"({r['images_per_sec']:.0f} img/s, {r['source']})" for r in a["models"])
+                 + f"; predicted end {clock(a['predicted_total_s'])}")
         if any(a.get("train_subset", {}).values()):
             log.warn(f"budget {b['budget']}: one final epoch per model on all the training images does not fit; the "
                      "finals train on a stratified subset (train_subset), reported as such")
@@ -533,9 +534,9 @@ def replan(state, model: str, in_flight: list[tuple[str, float]]) -> dict[str, i
     if ratios and not started:  # a run that started keeps its config (an older study.json has no "fixed")
         ratio, now, elapsed = statistics.median(ratios), time.monotonic(), state.wall_s()
         busy = [rows[m]["predicted_run_s"] / ratio - (now - t0) for m, t0 in in_flight]
-        costs = [ModelCost.from_speed(n, rows[n]["images_per_sec"] * ratio, rows[n]["train_images"], rows[n]["val_images"],
-                                      overhead_s=rows[n]["overhead_s"], share=rows[n]["share"], cap=rows[n]["cap"],
-                                      min_epochs=rows[n].get("min_epochs", 1)) for n in later]
+        costs = [ModelCost.from_speed(n, rows[n]["images_per_sec"] * ratio, rows[n]["train_images"],
+                                      rows[n]["val_images"], overhead_s=rows[n]["overhead_s"], share=rows[n]["share"],
+                                      cap=rows[n]["cap"], min_epochs=rows[n].get("min_epochs", 1)) for n in later]
         alloc = allocate(b["budget_s"], elapsed, a["reserve_s"], costs, a["seeds"], a["lanes"], busy)
         before = (a["epochs"][model], subsets.get(model))
         now_subsets = _record(alloc, costs, list(rows.values()))
@@ -543,7 +544,8 @@ def replan(state, model: str, in_flight: list[tuple[str, float]]) -> dict[str, i
             {"model": model, "elapsed_s": round(elapsed, 1), "speed_ratio": round(ratio, 3),
              "in_flight_s": [round(max(0.0, x), 1) for x in busy], "epochs_before": before[0],
              "train_subset_before": before[1], "epochs": dict(alloc["epochs"]), "train_subset": now_subsets,
-             "predicted_total_s": round(elapsed + alloc["predicted_final_s"] + a["reserve_s"], 1), "fits": alloc["fits"]})
+             "predicted_total_s": round(elapsed + alloc["predicted_final_s"] + a["reserve_s"], 1),
+             "fits": alloc["fits"]})
         a["epochs"].update(alloc["epochs"])  # the later models' figures are provisional until their own re-plan
         subsets.update(now_subsets)
         log.info(f"budget {b['budget']}: {model}'s finals planned again at {clock(elapsed)}: the finals so far ran at "
@@ -588,10 +590,12 @@ def format_lines(b: dict) -> list[str]:
         out.append(f"  predicted: {sweep}{p['lanes']} run(s) side by side, finals {clock(p['predicted_final_s'])} "
                    f"({clock(p['final_s'])} left for them), test and report {clock(p['reserve_s'])}, "
                    f"end {clock(p['predicted_total_s'])}")
-        out.append("  final epochs (decided after the sweep from its measured speeds, and again as each model's finals start): "
-                   + ", ".join(f"{r['model']} {r['epochs']}" + (f" on {r['train_subset']:,} of {r['train_images']:,} images"
-                                                                if r.get("train_subset") else "") + f" (cap {r['cap']})"
-                               for r in p["models"]))
+        out.append("  final epochs (decided after the sweep from its measured speeds, and again as each model's "
+                   "finals start): " + ", ".join(
+                       f"{r['model']} {r['epochs']}" + (f" on {r['train_subset']:,} of {r['train_images']:,} images"
+                                                        if r.get("train_subset") else "") + f" (cap {r['cap']})"
+                       for r in p["models"]))
         if not p["fits"]:
-            out.append(f"  does not fit: even one final epoch per model on {MIN_FRACTION:.0%} of the training images overruns the budget")
+            out.append(f"  does not fit: even one final epoch per model on {MIN_FRACTION:.0%} of the training images "
+                       "overruns the budget")
     return out

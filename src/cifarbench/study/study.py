@@ -406,7 +406,8 @@ def _amp_where_it_pays(spec: StudySpec, device: str | None) -> StudySpec:
     reason = amp_unsupported(resolve_device(device or "auto")) if uses else None
     if not reason:
         return spec
-    log.warn(f"amp: {reason}: the runs of {', '.join(uses)} train in fp32 (amp = false, reported as a deviation from the study file)")
+    log.warn(f"amp: {reason}: the runs of {', '.join(uses)} train in fp32 (amp = false, reported as a deviation "
+             "from the study file)")
     return spec.with_override({"amp": False})
 
 
