@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from cifarbench import log
 from cifarbench.config import TrainConfig, compile_mode, read_json, write_json
 from cifarbench.engine import checkpoint, cpu_conv, distributed
-from cifarbench.engine.env import check_amp, cpu_has_bf16, environment, resolve_device
+from cifarbench.engine.env import amp_unsupported, check_amp, environment, resolve_device
 from cifarbench.engine.ema import ModelEma
 from cifarbench.engine.loader import DeviceLoader
 from cifarbench.engine.optim import build_optimizer, build_scheduler, param_groups, steps_per_batch
@@ -521,7 +521,7 @@ def evaluate_run(run_dir, split: str = "test", data_dir=None, device: str = "aut
     part = splits.test if split == "test" else splits.val
     loader = DeviceLoader(part.images, part.labels, cfg.eval_batch_size, False, dev, splits.mean, splits.std,
                           cfg.resolution, channels_last=cfg.channels_last)
-    amp = cfg.amp and (dev.type != "cpu" or cpu_has_bf16())
+    amp = cfg.amp and not amp_unsupported(dev)  # evaluated where bf16 pays, in fp32 elsewhere
     cpu_conv.apply(model, dev, amp)
     r = evaluate(model, loader, nn.CrossEntropyLoss(), splits.num_classes, amp=amp, tta=cfg.tta)
     res = {"acc": round(r["acc"], 3), "loss": round(r["loss"], 5), "n": r["n"], "split": split,

@@ -173,7 +173,8 @@ def allocate(budget_s: float, elapsed_s: float, reserve_s: float, models: list[M
     seeds, lanes = max(1, seeds), max(1, lanes)
     final_s = budget_s - elapsed_s - reserve_s
     total = sum(m.share for m in models)
-    free_s = max(0.0, max(final_s, 0.0) * lanes - sum(min(max(b, 0.0), max(final_s, 0.0)) for b in busy or []))
+    t = max(final_s, 0.0)
+    free_s = max(0.0, t * lanes - sum(min(max(b, 0.0), t) for b in busy or []))  # less what runs in flight hold
     target = {m.name: free_s * m.share / total for m in models}  # run-seconds, all its seeds
 
     def clamp(m: ModelCost, e: int) -> int:
@@ -289,11 +290,11 @@ class Speeds:
                 return e["images_per_sec"]
         import torch
 
-        from cifarbench.engine.env import resolve_device
-        from cifarbench.study.plan import _cpu_bf16, _steps_per_image
+        from cifarbench.engine.env import amp_unsupported, resolve_device
+        from cifarbench.study.plan import _steps_per_image
 
         dev = resolve_device(self.device or cfg.get("device") or "auto")
-        amp = cfg["amp"] and (dev.type != "cpu" or _cpu_bf16())  # the engine refuses amp without bf16 anyway
+        amp = cfg["amp"] and not amp_unsupported(dev)  # the engine refuses amp where bf16 would be slower
         t0 = time.perf_counter()
         s = _steps_per_image(cfg["model"], cfg["stem"], key["resolution"], self.d["channels"], self.d["classes"], dev,
                              cfg["batch_size"], amp, cfg["channels_last"], threads=threads)

@@ -109,7 +109,7 @@ def _steps_per_image(model: str, stem: str, resolution: int, in_chans: int, num_
 def estimate(spec: StudySpec, device: str | None = None) -> dict[str, Any]:
     """Seconds the whole study would take on this device, from a short measurement per model."""
     from cifarbench.data import default_val_size
-    from cifarbench.engine.env import device_name, resolve_device
+    from cifarbench.engine.env import amp_unsupported, device_name, resolve_device
 
     import torch
 
@@ -134,7 +134,7 @@ def estimate(spec: StudySpec, device: str | None = None) -> dict[str, Any]:
         res = cfg.resolution or native
         # CPU: small batches keep the measurement short; at 224 px a step of 4 already takes seconds
         batch = cfg.batch_size if dev.type != "cpu" else (4 if res > 64 else 32)
-        amp = cfg.amp and (dev.type != "cpu" or _cpu_bf16())
+        amp = cfg.amp and not amp_unsupported(dev)  # the engine refuses amp where bf16 would be slower
         s_img = _steps_per_image(m.name, cfg.stem, res, chans, classes, dev, batch, amp, cfg.channels_last)
         secs = sum(runs * c.epochs * (n_train + EVAL_COST * val) * s_img for c, runs, n_train, val in stages)
         secs += len(spec.seeds) * 10000 * EVAL_COST * s_img  # the test stage
@@ -146,12 +146,6 @@ def estimate(spec: StudySpec, device: str | None = None) -> dict[str, Any]:
     return {"device": str(dev), "device_name": device_name(dev), "models": models, "seconds": total / jobs,
             "method": f"2 warm-up + up to 3 timed training steps per model with the runs' amp and memory format, "
                       f"scaled to the study's images{f', {jobs} runs side by side' if jobs > 1 else ''}"}
-
-
-def _cpu_bf16() -> bool:
-    from cifarbench.engine.env import cpu_has_bf16
-
-    return cpu_has_bf16()
 
 
 def format_duration(seconds: float) -> str:

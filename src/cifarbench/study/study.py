@@ -213,7 +213,7 @@ def _winner_params(state: StudyState, model: str) -> dict[str, Any]:
 def _stage_final(state: StudyState, jobs: int, data_dir, device, train_fn) -> None:
     spec = state.spec
     state.stage("final", "running")
-    epochs = bg.final_epochs(state, jobs, device, lambda name: _winner_params(state, name))  # None: no budget
+    budgeted = bg.final_epochs(state, jobs, device, lambda name: _winner_params(state, name)) is not None
     todo = []  # ((model, seed), config) of each final still to run, its epochs set when it starts (run_finals)
     for m in spec.models:
         params = _winner_params(state, m.name)
@@ -242,7 +242,7 @@ def _stage_final(state: StudyState, jobs: int, data_dir, device, train_fn) -> No
         (bg.replan) only when its first final starts, from the finished finals' speed and the time left."""
         decided: dict[str, dict | None] = {}
         for key, cfg in todo:
-            if epochs and key[0] not in decided:
+            if budgeted and key[0] not in decided:
                 decided[key[0]] = bg.replan(state, key[0], [(k[0], t0) for k, t0 in in_flight.items()])
             if decided.get(key[0]):  # the budget's choice, stored in study.json: the same on every resume
                 subset = decided[key[0]]["train_subset"]
