@@ -42,6 +42,9 @@ ARMS = {
     "batch-32": {"batch_size": 32, "lr": None},  # lr None: half the base lr (same lr per image)
     "no-dropout": {"model_kwargs": {"dropout": 0.0}},  # MobileNetV2's classifier dropout (0.2) off
     "zero-init-residual": {"model_kwargs": {"zero_init_residual": True}},  # ResNet: each block starts as identity
+    # progressive resizing: 16 (or 24) px growing to 32 over the first 75 % of the steps (--prog-res)
+    "prog-res-16": {"prog_res": 16},
+    "prog-res-24": {"prog_res": 24},
 }
 
 

@@ -136,6 +136,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="crop-flip's zero padding per side before the random crop (default 4)")
     p.add_argument("--cutout", type=int, default=S, metavar="PX",
                    help="one PX x PX square per training image set to the mean colour, on the device")
+    p.add_argument("--prog-res", type=int, default=S, metavar="PX",
+                   help="progressive resizing: train from PX px, growing to the full resolution (default 0: off)")
+    p.add_argument("--prog-res-end", type=float, default=S, metavar="FRAC",
+                   help="the fraction of the training steps at which --prog-res reaches full size (default 0.75)")
     p.add_argument("--opt", default=S, help="sgd, momentum, nesterov, adam or adamw")
     p.add_argument("--lr", type=float, default=S)
     p.add_argument("--momentum", type=float, default=S)

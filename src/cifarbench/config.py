@@ -64,6 +64,10 @@ class TrainConfig:
     augment: str = "crop-flip"  # crop-flip | flip | none
     crop_pad: int = 4  # crop-flip: random crop of the image zero-padded by this many px per side (4: the CIFAR standard)
     cutout: int = 0  # side in pixels of a square set to the mean colour, one per training image (0: off)
+    # progressive resizing: training starts at prog_res px and grows linearly to the run's resolution at
+    # fraction prog_res_end of its training steps (0: off; evaluation is always at the run's resolution)
+    prog_res: int = 0
+    prog_res_end: float = 0.75
     # optimizer
     opt: str = "nesterov"
     lr: float = 0.1
@@ -128,6 +132,10 @@ class TrainConfig:
             bad(f"augment {self.augment!r}: choose crop-flip, flip or none")
         if not 0 <= self.crop_pad <= 16:
             bad(f"--crop-pad {self.crop_pad}: must be in [0, 16]")
+        if self.prog_res and self.prog_res < 8:
+            bad(f"--prog-res {self.prog_res}: must be 0 (off) or at least 8 pixels")
+        if not 0 < self.prog_res_end <= 1:
+            bad(f"--prog-res-end {self.prog_res_end}: must be in (0, 1]")
         if self.cutout < 0:
             bad(f"--cutout {self.cutout}: must not be negative")
         if not 0 < self.model_ema_decay < 1:

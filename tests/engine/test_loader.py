@@ -1,6 +1,6 @@
 import torch
 
-from cifarbench.engine.loader import PAD, DeviceLoader
+from cifarbench.engine.loader import PAD, PROG_RES_STEP, DeviceLoader, prog_res_schedule
 
 
 def _data(n=40, c=3, h=8):
@@ -117,3 +117,31 @@ def test_cutout_off_keeps_the_random_stream_of_runs_without_it():
     (xa, ya), (xc, yc) = next(iter(a)), next(iter(c))
     assert torch.equal(ya, yc) and not torch.equal(xa, xc)
     assert ((xa != xc).flatten(1).sum(1) <= 3 * 3 * 3).all()
+
+
+def test_prog_res_grows_linearly_in_steps_from_start_to_full_at_the_end_fraction():
+    at = prog_res_schedule(16, 32, 0.5, epochs=2, steps=10)  # 20 steps: full size from step 10 on
+    sizes = [at(e, s) for e in range(2) for s in range(10)]
+    # 16 + 16 x (step / 20) / 0.5, rounded down to a multiple of PROG_RES_STEP
+    assert sizes == [16, 16, 16, 20, 20, 24, 24, 24, 28, 28] + [32] * 10
+    assert PROG_RES_STEP == 4
+    # a start that is not a multiple of the step is kept, never undercut by the rounding
+    odd = prog_res_schedule(10, 28, 1.0, epochs=1, steps=4)
+    assert [odd(0, s) for s in range(4)] == [10, 12, 16, 20]
+
+
+def test_loader_trains_each_step_at_its_scheduled_size_evaluates_at_full_and_resumes_mid_epoch():
+    at = prog_res_schedule(4, 8, 0.5, epochs=1, steps=5)  # 40 images, batch 8: 5 steps
+    loader = _loader(res_schedule=at, channels_last=True)
+    xs = [x for x, _ in loader]
+    assert [x.shape[-1] for x in xs] == [4, 4, 4, 8, 8]
+    assert xs[0].shape == (8, 3, 4, 4) and xs[0].is_contiguous(memory_format=torch.channels_last)
+    # the full-size steps are exactly the batches of a loader without the schedule
+    plain = [x for x, _ in _loader(channels_last=True)]
+    assert all(torch.equal(a, b) for a, b in zip(xs[3:], plain[3:]))
+    # a resumed epoch replays the same sizes (and the same images) from its step
+    tail = [x for x, _ in loader.iterate(2)]
+    assert [x.shape[-1] for x in tail] == [4, 8, 8] and all(torch.equal(a, b) for a, b in zip(tail, xs[2:]))
+    # evaluation ignores the schedule: always the run's resolution
+    x, _ = next(iter(_loader(train=False, res_schedule=at)))
+    assert x.shape[-1] == 8

@@ -112,3 +112,22 @@ def test_sigkill_mid_epoch_with_ema_tta_and_cutout_resumes_to_identical_weights_
     _assert_identical(_weights(out, "model_ema"), _weights(tmp_path / "reference", "model_ema"))
     # the EMA really is an average, not a copy of the weights
     assert any(not torch.equal(a, b) for a, b in zip(_weights(out).values(), _weights(out, "model_ema").values()))
+
+
+def test_sigterm_mid_epoch_with_prog_res_resumes_at_the_same_sizes_to_identical_weights(tmp_path):
+    # progressive resizing picks each step's size from (epoch, step): a run stopped inside its second epoch,
+    # in the middle of the 8 -> 16 px ramp, must resume at the sizes the uninterrupted run used
+    env, extra = _env(tmp_path), ["--prog-res", "8"]
+    r = _run(_cmd(tmp_path / "reference", *extra), env)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_cmd(out, *extra), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_epochs(out, 1, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0, err
+    assert torch.load(out / "last.pt", weights_only=True)["step"] > 0  # stopped inside an epoch
+    r = _run(_cmd(out, *extra, "--resume", "auto"), env)
+    assert r.returncode == 0, r.stderr
+    assert "progressive resizing 8 -> 16 px" in r.stderr
+    _assert_identical(_weights(out), _weights(tmp_path / "reference"))

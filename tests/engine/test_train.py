@@ -79,6 +79,9 @@ def test_existing_run_needs_resume(tmp_path, tiny_splits):
     (dict(lr=float("nan")), "--lr"),
     (dict(warmup_epochs=5), "--warmup-epochs"),
     (dict(compile="fastest"), "--compile 'fastest'"),
+    (dict(prog_res=12), "--prog-res 12: must be smaller than the training resolution \\(12 px\\)"),
+    (dict(prog_res=4), "--prog-res 4: must be 0"),
+    (dict(prog_res=8, prog_res_end=0.0), "--prog-res-end 0.0"),
 ])
 def test_impossible_configs_are_refused_before_work(tmp_path, tiny_splits, changes, message):
     with pytest.raises(CifarbenchError, match=message):
@@ -282,3 +285,15 @@ def test_amp_on_an_amx_cpu_routes_small_map_convs_through_matmuls_and_records_it
     assert saved["env"]["cpu_amx"] is amx
     assert (saved["matmul_convs"] > 0) is amx and (len(calls) > 0) is amx
     assert res["status"] == "finished" and res["test_acc"] is not None
+
+
+def test_prog_res_trains_the_early_steps_small_and_counts_their_macs(tmp_path, tiny_splits):
+    from cifarbench.models.profile import count_macs
+
+    res = train(_cfg(tmp_path, prog_res=8), splits=tiny_splits)  # 12 px data, 2 epochs of 8 steps
+    assert res["status"] == "finished" and res["resolution"] == 12  # evaluated at full size
+    model = train_mod.build_model(_cfg(tmp_path), 4, 3)
+    m8, m12 = count_macs(model, (1, 3, 8, 8)), count_macs(model, (1, 3, 12, 12))
+    # 8 + 4 x t / 0.75 stays under 12 until t = 0.75: 12 of the 16 steps at 8 px, the last 4 at 12
+    assert res["total_train_macs"] == 3 * 32 * (12 * m8 + 4 * m12) < 3 * 32 * 16 * m12
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["prog_res"] == 8

@@ -23,7 +23,7 @@ from cifarbench.config import TrainConfig, compile_mode, read_json, write_json
 from cifarbench.engine import checkpoint, cpu_conv, distributed
 from cifarbench.engine.env import amp_unsupported, check_amp, environment, resolve_device
 from cifarbench.engine.ema import ModelEma
-from cifarbench.engine.loader import DeviceLoader
+from cifarbench.engine.loader import DeviceLoader, prog_res_schedule
 from cifarbench.engine.optim import build_optimizer, build_scheduler, param_groups, steps_per_batch
 from cifarbench.errors import CifarbenchError
 
@@ -293,12 +293,16 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
         raise CifarbenchError(f"--batch-size {cfg.batch_size}: larger than the training split "
                               f"({len(splits.train)} images{' over %d processes' % ctx.world_size if ctx.enabled else ''})")
     resolution = cfg.resolution or splits.image_size
+    if cfg.prog_res and cfg.prog_res >= resolution:
+        raise CifarbenchError(f"--prog-res {cfg.prog_res}: must be smaller than the training resolution ({resolution} px)")
 
     torch.manual_seed(cfg.seed)  # weight init and dropout
     from cifarbench.models.profile import count_macs
 
     model = build_model(cfg, splits.num_classes, splits.channels)
     macs = count_macs(model, (1, splits.channels, resolution, resolution))
+    if cfg.prog_res:  # a model that cannot take the smallest size fails here, not in the middle of a run
+        count_macs(model, (1, splits.channels, cfg.prog_res, cfg.prog_res))
     params = sum(p.numel() for p in model.parameters())
     if cfg.sync_bn and ctx.enabled:  # one set of batch statistics over the global batch (train() checked CUDA)
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -318,6 +322,10 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
                               splits.mean, splits.std, cfg.resolution, rank=ctx.rank,
                               world_size=ctx.world_size, channels_last=cfg.channels_last)
     steps = len(train_loader)
+    res_at = None
+    if cfg.prog_res:
+        res_at = train_loader.res_schedule = prog_res_schedule(cfg.prog_res, resolution, cfg.prog_res_end,
+                                                               cfg.epochs, steps)
     scheduler = build_scheduler(cfg, optimizer, steps)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     eval_criterion = nn.CrossEntropyLoss()
@@ -369,7 +377,9 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
             logger = RunLogger(out, cfg.to_dict(), start_epoch=state["epoch"])
     log.info(f"{cfg.model} (stem {cfg.stem}, {params / 1e6:.2f}M params, {macs / 1e6:.1f}M MACs/image at "
              f"{resolution}px) on {cfg.dataset}: {len(splits.train)} train / {len(splits.val)} val images, "
-             f"{device}, batch {global_batch}, {cfg.epochs} epochs -> {out}")
+             f"{device}, batch {global_batch}, {cfg.epochs} epochs"
+             + (f", progressive resizing {cfg.prog_res} -> {resolution} px over {cfg.prog_res_end:.0%} of the steps"
+                if cfg.prog_res else "") + f" -> {out}")
 
     def save(name: str, epoch: int, step: int, partial, partial_time: float) -> None:
         if not main:
@@ -453,7 +463,7 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
                "per_class_acc": None, "confusion": None, "val_acc_tta": None, "test_acc_tta": None,
                "train_time_s": round(sum(h["epoch_time"] for h in history), 3),
                "images_per_sec": times[len(times) // 2] if times else None,
-               "total_train_macs": 3 * macs * sum(len(train_loader) * global_batch for _ in history),
+               "total_train_macs": _train_macs(model, splits.channels, macs, res_at, len(history), steps, global_batch),
                "env": env}
     if history and status != "diverged":
         best = out / ("best.pt" if cfg.keep_best and (out / "best.pt").exists() else "last.pt")
@@ -481,6 +491,20 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
         if results["test_acc"] is not None:
             log.info(f"{out}: test accuracy {results['test_acc']:.2f}% (best epoch {results['best_epoch']})")
     return results
+
+
+def _train_macs(model, channels: int, macs: int, res_at, epochs: int, steps: int, batch: int) -> int:
+    """Training MACs of ``epochs`` epochs: 3 x forward MACs x images seen, each step at its own resolution."""
+    if res_at is None:
+        return 3 * macs * epochs * steps * batch
+    from cifarbench.models.profile import count_macs
+
+    at = {}
+    for e in range(epochs):
+        for s in range(steps):
+            r = res_at(e, s)
+            at[r] = at.get(r, 0) + 1
+    return 3 * batch * sum(n * count_macs(model, (1, channels, r, r)) for r, n in at.items())
 
 
 def _compile(train_model, model, loader, criterion, amp, mode=None):
