@@ -465,3 +465,24 @@ def test_the_test_reserve_counts_tta_views_and_runs_at_every_lanes_speed():
     assert _reserve(rows, 2, d) == pytest.approx(one)
     two = 2 * (3000 * 3 * EVAL_COST / 200 + TEST_RUN_S) + 2 * (3000 * EVAL_COST / 600 + TEST_RUN_S) + RESERVE_S
     assert _reserve(rows, 2, d, lanes=2) == pytest.approx(two)
+
+
+def test_a_calibration_with_progressive_resizing_never_stands_for_one_without(monkeypatch):
+    """budget._key holds --prog-res only when it is on (older study.json calibrations still match), and a stored
+    speed with progressive resizing is not reused for a run without it, nor the other way round."""
+    import cifarbench.study.plan as plan
+
+    d = {"size": 32, "channels": 3, "classes": 10}
+    cfg = {"model": "resnet18", "stem": "cifar", "resolution": 32, "batch_size": 64, "amp": False,
+           "channels_last": True, "prog_res": 0, "prog_res_end": 0.75}
+    assert "prog_res" not in bg._key(cfg, 1, d)
+    assert bg._key({**cfg, "prog_res": 16}, 1, d)["prog_res"] == 16
+    sizes = []
+    monkeypatch.setattr(plan, "_steps_per_image", lambda m, s, res, *a, **k: sizes.append(res) or res * res * 1e-6)
+    speeds = bg.Speeds([], d, "cpu")
+    plain = speeds.get(cfg, 1)
+    assert sizes == [32] and plain == round(1 / (32 * 32e-6), 1)
+    faster = speeds.get({**cfg, "prog_res": 16}, 1)  # not the stored plain speed: measured at 32 and 16 px
+    assert sizes == [32, 32, 16] and faster > plain
+    assert speeds.get(cfg, 1) == plain and speeds.get({**cfg, "prog_res": 16}, 1) == faster and len(sizes) == 3
+    assert speeds.get({**cfg, "prog_res": 16, "prog_res_end": 0.5}, 1) != faster  # the schedule is part of the key

@@ -75,3 +75,26 @@ def test_quick_plan_rows():
 
 def test_format_duration():
     assert [format_duration(s) for s in (30, 600, 3 * 3600, 5 * 86400)] == ["30 s", "10 min", "3.0 h", "5.0 days"]
+
+
+def test_progressive_resizing_is_priced_by_each_steps_pixels():
+    """Each step of the engine's schedule costs its pixels' share between the two measured sizes: 16 px costs
+    1, 32 px costs 2; sizes 16/20/24/28 each take 3/16 of the steps (0.75 / 4) and 32 the last quarter."""
+    from cifarbench.study.plan import prog_res_cost
+
+    by_hand = 3 / 16 * sum(1 + (r * r - 256) / 768 for r in (16, 20, 24, 28)) + 0.25 * 2
+    assert prog_res_cost(2.0, 1.0, 16, 32, 0.75) == pytest.approx(by_hand, abs=2e-3)
+    assert prog_res_cost(1024, 256, 16, 32, 0.75) < prog_res_cost(1024, 576, 24, 32, 0.75) < 1024  # cost ~ pixels
+    assert prog_res_cost(2.0, 2.0, 16, 32, 0.5) == pytest.approx(2.0)  # no cheaper at the small size: no saving
+
+
+def test_a_run_with_progressive_resizing_is_measured_at_both_sizes(monkeypatch):
+    import cifarbench.study.plan as plan_mod
+
+    sizes = []
+    monkeypatch.setattr(plan_mod, "_steps_per_image", lambda m, s, res, *a, **k: sizes.append(res) or res * res * 1e-6)
+    s = plan_mod._run_seconds_per_image("resnet18", "cifar", 32, 3, 10, "cpu", 32, prog_res=16, prog_res_end=0.75)
+    assert sizes == [32, 16] and s == pytest.approx(plan_mod.prog_res_cost(32 * 32e-6, 16 * 16e-6, 16, 32, 0.75))
+    sizes.clear()
+    assert plan_mod._run_seconds_per_image("resnet18", "cifar", 32, 3, 10, "cpu", 32) == pytest.approx(32 * 32e-6)
+    assert sizes == [32]

@@ -26,7 +26,7 @@ def prog_res_schedule(start: int, full: int, end: float, epochs: int, steps: int
     ``full`` px at fraction ``end`` (then stays there), rounded down to a multiple of PROG_RES_STEP but never
     under ``start``. A pure function of (epoch, step): a resumed run replays the same sizes, and every DDP rank
     trains its slice of a global batch at the same size. Why: a convolution's cost grows with the pixels, so
-    the early steps, which learn coarse features, run 1.4x to 2x faster at 16-24 px on a CPU (BENCHMARKS.md,
+    the early steps, which learn coarse features, run 1.2x to 2x faster at 16-24 px on a CPU (BENCHMARKS.md,
     "Progressive resizing"); the last part of the run trains at the size the model is evaluated at."""
     total = max(1, epochs * steps)
 

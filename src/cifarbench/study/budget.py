@@ -5,9 +5,10 @@ any run. Its inputs are measured speeds and the study file's per-model shares (c
 from validation figures); the test split plays no part.
 
 1. Calibration, once, when the study starts: every distinct speed setting of the sweep and final runs (model,
-   stem, resolution, batch, amp, channels_last, and the thread count the run's slot will give it) is timed for
-   a few training steps (``plan._steps_per_image``: 2 warm-up + up to 3 timed, eager). From it the sweep's
-   length is predicted. If the sweep alone would overrun the budget, the study stops before it starts, with
+   stem, resolution, batch, amp, channels_last, progressive resizing, and the thread count the run's slot will
+   give it) is timed for a few training steps (``plan._steps_per_image``: 2 warm-up + up to 3 timed, eager;
+   with ``--prog-res`` also at the smallest size, the steps priced by their pixels: ``plan.prog_res_cost``).
+   From it the sweep's length is predicted. If the sweep alone would overrun the budget, the study stops before it starts, with
    one line saying how long it would take; if the sweep fits but not one final epoch per model with the
    reserve, one warning line says so and the study goes on (the calibration is a few steps: the sweep's own
    speeds decide).
@@ -75,7 +76,8 @@ MIN_FRACTION = 0.02  # of the training images, the least a budget cuts an epoch 
 
 RULE = [
     "Calibration at the start: a few timed training steps per model with the runs' exact speed settings "
-    "(model, stem, resolution, batch, amp, channels_last, threads per run).",
+    "(model, stem, resolution, batch, amp, channels_last, threads per run); with progressive resizing also at "
+    "its smallest size, each step priced by its pixels between the two.",
     f"After the sweep: finals time T = budget - elapsed - reserve (test stage at {EVAL_COST:.2f} of a training "
     f"image per test image, times 1 + the TTA views with --tta, at the speed of all runs side by side together, + {TEST_RUN_S:g} s per final, + {RESERVE_S:g} s "
     "for the report and start-up).",
@@ -273,8 +275,16 @@ def _images(cfg: dict, d: dict[str, int]) -> tuple[int, int]:
 
 def _key(cfg: dict, threads: int | None, d: dict[str, int]) -> dict[str, Any]:
     """What sets a run's images/s (lr, seeds and epochs do not)."""
-    return {"model": cfg["model"], "stem": cfg["stem"], "resolution": cfg.get("resolution") or d["size"],
-            "batch_size": cfg["batch_size"], "amp": cfg["amp"], "channels_last": cfg["channels_last"], "threads": threads}
+    key = {"model": cfg["model"], "stem": cfg["stem"], "resolution": cfg.get("resolution") or d["size"],
+           "batch_size": cfg["batch_size"], "amp": cfg["amp"], "channels_last": cfg["channels_last"], "threads": threads}
+    if cfg.get("prog_res"):  # only when on: calibrations stored before the flag existed keep matching
+        key.update(prog_res=cfg["prog_res"], prog_res_end=cfg.get("prog_res_end", 0.75))
+    return key
+
+
+def _same(entry: dict, key: dict) -> bool:
+    """A stored calibration measured this speed setting (one with progressive resizing never stands for one without)."""
+    return all(entry.get(k) == v for k, v in key.items()) and bool(entry.get("prog_res")) == bool(key.get("prog_res"))
 
 
 class Speeds:
@@ -286,18 +296,19 @@ class Speeds:
     def get(self, cfg: dict, threads: int | None) -> float:
         key = _key(cfg, threads, self.d)
         for e in self.entries:
-            if {k: e.get(k) for k in key} == key:
+            if _same(e, key):
                 return e["images_per_sec"]
         import torch
 
         from cifarbench.engine.env import amp_unsupported, resolve_device
-        from cifarbench.study.plan import _steps_per_image
+        from cifarbench.study.plan import _run_seconds_per_image
 
         dev = resolve_device(self.device or cfg.get("device") or "auto")
         amp = cfg["amp"] and not amp_unsupported(dev)  # the engine refuses amp where bf16 would be slower
         t0 = time.perf_counter()
-        s = _steps_per_image(cfg["model"], cfg["stem"], key["resolution"], self.d["channels"], self.d["classes"], dev,
-                             cfg["batch_size"], amp, cfg["channels_last"], threads=threads)
+        s = _run_seconds_per_image(cfg["model"], cfg["stem"], key["resolution"], self.d["channels"], self.d["classes"],
+                                   dev, cfg["batch_size"], amp, cfg["channels_last"], threads=threads,
+                                   prog_res=key.get("prog_res", 0), prog_res_end=key.get("prog_res_end", 0.75))
         used = threads or torch.get_num_threads()
         if dev.type == "cuda":  # hand the measurement's memory back before the runs start (the context stays)
             torch.cuda.empty_cache()

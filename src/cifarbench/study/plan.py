@@ -5,7 +5,8 @@ resolution on the current device (1 warm-up + up to 3 timed steps, fewer when a 
 second; fp32, eager), scaled by the images the study will push through it. On a CPU the steps use a
 batch of 4 above 64 px and 32 below, to keep the measurement short (ResNet18 at 224 px: about 3 s a
 step here); small batches run somewhat slower per image than the study's, so the estimate errs long.
-It measures the machine as it is: other jobs running at the same time inflate it.
+It measures the machine as it is: other jobs running at the same time inflate it. A run with progressive
+resizing is measured at its smallest size too, and its steps priced by their pixels (``prog_res_cost``).
 """
 from __future__ import annotations
 
@@ -106,6 +107,31 @@ def _steps_per_image(model: str, stem: str, resolution: int, in_chans: int, num_
     return (time.perf_counter() - t0) / (n * batch)
 
 
+def prog_res_cost(s_full: float, s_start: float, start: int, full: int, end: float) -> float:
+    """Mean seconds per training image of a run with progressive resizing (``--prog-res start``), from the
+    seconds per image measured at ``start`` and at ``full`` px. Each step of the engine's own schedule
+    (``loader.prog_res_schedule``, over a nominal 1,000 steps: the schedule is a fraction of the run) is
+    priced by its pixels, linearly between the two measured sizes: a convolution's work grows with the
+    pixels, and the fixed cost per step (the head, the optimizer) is in both measurements."""
+    from cifarbench.engine.loader import prog_res_schedule
+
+    at, steps = prog_res_schedule(start, full, end, 1, 1000), 1000
+    span = full * full - start * start
+    return sum(s_start + (s_full - s_start) * (at(0, i) ** 2 - start * start) / span for i in range(steps)) / steps
+
+
+def _run_seconds_per_image(model: str, stem: str, resolution: int, in_chans: int, num_classes: int, device, batch: int,
+                           amp: bool = False, channels_last: bool = False, threads: int | None = None,
+                           prog_res: int = 0, prog_res_end: float = 0.75) -> float:
+    """Seconds per training image of a run: measured at its resolution, and with progressive resizing also at
+    its smallest size, priced over the schedule (``prog_res_cost``)."""
+    s = _steps_per_image(model, stem, resolution, in_chans, num_classes, device, batch, amp, channels_last, threads)
+    if not prog_res or prog_res >= resolution:
+        return s
+    small = _steps_per_image(model, stem, prog_res, in_chans, num_classes, device, batch, amp, channels_last, threads)
+    return prog_res_cost(s, min(small, s), prog_res, resolution, prog_res_end)
+
+
 def estimate(spec: StudySpec, device: str | None = None) -> dict[str, Any]:
     """Seconds the whole study would take on this device, from a short measurement per model."""
     from cifarbench.data import default_val_size
@@ -135,7 +161,8 @@ def estimate(spec: StudySpec, device: str | None = None) -> dict[str, Any]:
         # CPU: small batches keep the measurement short; at 224 px a step of 4 already takes seconds
         batch = cfg.batch_size if dev.type != "cpu" else (4 if res > 64 else 32)
         amp = cfg.amp and not amp_unsupported(dev)  # the engine refuses amp where bf16 would be slower
-        s_img = _steps_per_image(m.name, cfg.stem, res, chans, classes, dev, batch, amp, cfg.channels_last)
+        s_img = _run_seconds_per_image(m.name, cfg.stem, res, chans, classes, dev, batch, amp, cfg.channels_last,
+                                       prog_res=cfg.prog_res, prog_res_end=cfg.prog_res_end)
         secs = sum(runs * c.epochs * (n_train + EVAL_COST * val) * s_img for c, runs, n_train, val in stages)
         secs += len(spec.seeds) * 10000 * EVAL_COST * s_img  # the test stage
         models.append({"model": m.name, "resolution": res, "measured_batch": batch,
