@@ -8,10 +8,10 @@ from validation figures); the test split plays no part.
    stem, resolution, batch, amp, channels_last, progressive resizing, and the thread count the run's slot will
    give it) is timed for a few training steps (``plan._steps_per_image``: 2 warm-up + up to 3 timed, eager;
    with ``--prog-res`` also at the smallest size, the steps priced by their pixels: ``plan.prog_res_cost``).
-   From it the sweep's length is predicted. If the sweep alone would overrun the budget, the study stops before it starts, with
-   one line saying how long it would take; if the sweep fits but not one final epoch per model with the
-   reserve, one warning line says so and the study goes on (the calibration is a few steps: the sweep's own
-   speeds decide).
+   From it the sweep's length is predicted. If the sweep alone would overrun the budget, the study stops
+   before it starts, with one line saying how long it would take; if the sweep fits but not one final epoch
+   per model with the reserve, one warning line says so and the study goes on (the calibration is a few
+   steps: the sweep's own speeds decide).
 2. After the sweep, whose cost is then known rather than predicted, the finals get
        T = budget - elapsed - reserve
    elapsed: the study's wall time so far (``StudyState.wall_s``, summed over sessions); reserve: the test stage
