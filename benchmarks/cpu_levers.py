@@ -10,8 +10,11 @@ A lever is a '+'-joined set of tokens:
   loop     the optimizer step as torch's per-parameter Python loop (its CPU default, and every figure
            measured before 2026-12-01) instead of the fused step the engine now uses
   bN       batch size N (default --batch-size)
-  mm       with bf16: small-map convolutions as matmuls (cifarbench.engine.cpu_conv, what the engine uses on
-           AMX CPUs; without the token the lever runs oneDNN's convolutions everywhere)
+  mm       with bf16: small-map convolutions as matmuls (cifarbench.engine.cpu_conv) with the AMX thresholds
+           (output maps up to 64 pixels, the input gradient up to 16); without the token the lever runs
+           oneDNN's convolutions everywhere
+  mmN      the same up to N pixels, the input gradient too (mm4: what the engine uses on AVX-512 BF16
+           without AMX)
   nhwcshuffle  ShuffleNetV2 only: cifarbench's channel shuffle that keeps channels_last
            (cifarbench.models.layout; what create_model builds). Without this token the lever runs
            torchvision's own blocks, whose .contiguous() turns every block's output back into NCHW
@@ -39,25 +42,29 @@ import torch
 
 from cifarbench.bench import make_train_step, random_batch, timed
 from cifarbench.engine.env import device_name
-from cifarbench.engine.cpu_conv import use_matmul_convs
+from cifarbench.engine.cpu_conv import FOLD_MAX_PIXELS, MATMUL_MAX_PIXELS, use_matmul_convs
 from cifarbench.models.layout import keep_channels_last
 
 
 
 def parse_lever(spec: str, batch_size: int, threads: int) -> dict:
-    lever = dict(name=spec, cl=False, bf16=False, compile=False, nhwcshuffle=False, loop=False, mm=False, threads=threads,
+    lever = dict(name=spec, cl=False, bf16=False, compile=False, nhwcshuffle=False, loop=False, mm=None, threads=threads,
                  batch_size=batch_size)
     for tok in spec.split("+"):
         if tok == "fp32":
             continue
-        elif tok in ("cl", "bf16", "compile", "nhwcshuffle", "loop", "mm"):
+        elif tok in ("cl", "bf16", "compile", "nhwcshuffle", "loop"):
             lever[tok] = True
+        elif tok == "mm":
+            lever["mm"] = (MATMUL_MAX_PIXELS, FOLD_MAX_PIXELS)
+        elif tok[:2] == "mm" and tok[2:].isdigit():
+            lever["mm"] = (int(tok[2:]), int(tok[2:]))
         elif tok[:1] == "t" and tok[1:].isdigit():
             lever["threads"] = int(tok[1:])
         elif tok[:1] == "b" and tok[1:].isdigit():
             lever["batch_size"] = int(tok[1:])
         else:
-            raise SystemExit(f"error: lever token {tok!r} in {spec!r}: use fp32, cl, bf16, compile, nhwcshuffle, loop, mm, tN or bN")
+            raise SystemExit(f"error: lever token {tok!r} in {spec!r}: use fp32, cl, bf16, compile, nhwcshuffle, loop, mm, mmN, tN or bN")
     return lever
 
 
@@ -72,7 +79,7 @@ def prepare(lever: dict, model_name: str, stem: str, resolution: int, window_s: 
     if lever["cl"]:
         model = model.to(memory_format=torch.channels_last)
     if lever["mm"]:
-        use_matmul_convs(model)
+        use_matmul_convs(model, *lever["mm"])
     net = torch.compile(model) if lever["compile"] else model
     x, y = random_batch(lever["batch_size"], 3, resolution, torch.device("cpu"), lever["cl"])
     step = make_train_step(net, x, y, amp=lever["bf16"], loop=lever["loop"])

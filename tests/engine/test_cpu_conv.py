@@ -77,11 +77,25 @@ def test_grouped_biased_and_strange_convs_are_left_alone():
     assert [type(m) is MatmulConv2d for m in model] == [False] * 5 + [True]
 
 
-def test_apply_only_on_the_cpu_with_bf16_and_amx(monkeypatch):
-    monkeypatch.setattr("cifarbench.engine.env.cpu_has_amx", lambda: True)
+def test_apply_only_on_the_cpu_with_native_bf16_and_each_isa_with_its_thresholds(monkeypatch):
+    flags = {"amx": True, "bf16": True}
+    monkeypatch.setattr("cifarbench.engine.env.cpu_has_amx", lambda: flags["amx"])
+    monkeypatch.setattr("cifarbench.engine.env.cpu_has_bf16", lambda: flags["bf16"])
     cpu = torch.device("cpu")
-    assert cpu_conv.apply(nn.Conv2d(3, 4, 3, bias=False), cpu, amp=True) == 1
+    conv = nn.Conv2d(3, 4, 3, bias=False)
+    assert cpu_conv.apply(conv, cpu, amp=True) == 1
+    assert (conv.matmul_max_pixels, conv.fold_max_pixels) == (cpu_conv.MATMUL_MAX_PIXELS, cpu_conv.FOLD_MAX_PIXELS)
     assert cpu_conv.apply(nn.Conv2d(3, 4, 3, bias=False), cpu, amp=False) == 0
     assert cpu_conv.apply(nn.Conv2d(3, 4, 3, bias=False), torch.device("meta"), amp=True) == 0
-    monkeypatch.setattr("cifarbench.engine.env.cpu_has_amx", lambda: False)
+    flags["amx"] = False  # AVX-512 BF16 only (AMD EPYC): the 2x2 maps only
+    conv = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+    assert cpu_conv.apply(conv, cpu, amp=True) == 1
+    assert cpu_conv.thresholds(cpu, True) == (cpu_conv.AVX512_MAX_PIXELS,) * 2 == (4, 4)
+    seen = _calls(monkeypatch)
+    for side in (2, 4):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            conv(torch.randn(2, 8, side, side))
+    assert seen == [(2, True)]
+    flags["bf16"] = False
     assert cpu_conv.apply(nn.Conv2d(3, 4, 3, bias=False), cpu, amp=True) == 0
+    assert not cpu_conv.wanted(cpu, True)

@@ -272,19 +272,32 @@ def test_ema_run_selects_and_saves_the_average_and_reports_tta_beside_plain(tmp_
 
 
 @pytest.mark.parametrize("amx", [True, False])
-def test_amp_on_an_amx_cpu_routes_small_map_convs_through_matmuls_and_records_it(tmp_path, tiny_splits, monkeypatch, amx):
+def test_amp_on_a_bf16_cpu_routes_small_map_convs_through_matmuls_and_records_it(tmp_path, tiny_splits, monkeypatch, amx):
+    from cifarbench.engine import cpu_conv
     from cifarbench.engine.cpu_conv import MatmulConv
 
     monkeypatch.setattr("cifarbench.engine.env.cpu_has_bf16", lambda: True)
     monkeypatch.setattr("cifarbench.engine.env.cpu_has_amx", lambda: amx)
     calls = []
     real = MatmulConv.apply
-    monkeypatch.setattr(MatmulConv, "apply", lambda *a: calls.append(a[0].shape) or real(*a))
+    def out_pixels(x, w, stride, pad, fold):
+        return ((x.shape[2] + 2 * pad - w.shape[2]) // stride + 1) * ((x.shape[3] + 2 * pad - w.shape[3]) // stride + 1)
+
+    monkeypatch.setattr(MatmulConv, "apply", lambda *a: calls.append(out_pixels(*a)) or real(*a))
     res = train(_cfg(tmp_path, amp=True, epochs=1), splits=tiny_splits)
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["env"]["cpu_amx"] is amx
-    assert (saved["matmul_convs"] > 0) is amx and (len(calls) > 0) is amx
+    limit = cpu_conv.MATMUL_MAX_PIXELS if amx else cpu_conv.AVX512_MAX_PIXELS
+    assert saved["matmul_convs"] > 0 and saved["matmul_conv_max_pixels"][0] == limit
+    # the routed calls' output maps stay within this CPU's threshold; with AMX the larger maps go too
+    assert calls and max(calls) <= limit and (max(calls) > cpu_conv.AVX512_MAX_PIXELS) is amx
     assert res["status"] == "finished" and res["test_acc"] is not None
+
+
+def test_no_matmul_convs_without_amp(tmp_path, tiny_splits):
+    train(_cfg(tmp_path, epochs=1), splits=tiny_splits)
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["matmul_convs"] == 0 and saved["matmul_conv_max_pixels"] is None
 
 
 def test_prog_res_trains_the_early_steps_small_and_counts_their_macs(tmp_path, tiny_splits):

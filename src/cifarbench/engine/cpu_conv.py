@@ -1,4 +1,4 @@
-"""bf16 convolutions on small maps as plain matrix products, on CPUs with AMX.
+"""bf16 convolutions on small maps as plain matrix products, on CPUs with native bf16.
 
 Why: on a 2-core Intel Xeon with AMX (torch 2.14.1, oneDNN 3.12, one thread), oneDNN's bf16 convolution
 kernels are built for large maps. On ResNet18's late stages at 32 px (maps of 2x2 to 8x8, 128-512 channels)
@@ -6,15 +6,17 @@ its weight-gradient kernel ran at 16-50 GFLOP/s; the same arithmetic written as 
 gathered into a [positions, taps x channels] matrix; the GEMM accumulates in fp32) ran at 120-310, and a whole
 ``cifar-s2`` training step 1.90x faster (BENCHMARKS.md, "Matmul convolutions on AMX CPUs":
 ``benchmarks/conv_kernels.py`` per convolution, ``benchmarks/cpu_levers.py ... bf16+cl+t1+mm`` per step).
+On a 2-core AMD EPYC with AVX-512 BF16 and no AMX the matmul wins only on the last stage's 2x2 maps (all three
+kernels; the weight gradient 2.1-3.1x), loses at 4x4 and above, and the step gains 1.04-1.06x at one thread
+(``... bf16+cl+t1+mm4``).
 
 What changes: only which kernel computes a convolution. The module tree, parameter names, state dicts,
 checkpoints and exports are the stock torchvision ones; the results differ from oneDNN's by bf16 rounding
-(the tests bound it). Used only where it was measured to pay:
-- the CPU, under bf16 autocast, on a CPU with AMX (``amx_bf16``). Without AMX (oneDNN capped at AVX-512 BF16
-  on the same machine) the step was no faster (1.01x);
-- plain dense convolutions (groups 1, no dilation, square kernel, no bias, zero padding);
-- output maps of at most MATMUL_MAX_PIXELS; the input gradient too only up to FOLD_MAX_PIXELS (at 8x8 the
-  nine-tap scatter cost more than oneDNN's backward-data kernel).
+(the tests bound it). Used only where it was measured to pay (:func:`thresholds`):
+- the CPU, under bf16 autocast, on a CPU with native bf16: with AMX (``amx_bf16``) for output maps of at most
+  MATMUL_MAX_PIXELS, the input gradient too only up to FOLD_MAX_PIXELS (at 8x8 the nine-tap scatter cost more
+  than oneDNN's backward-data kernel); with AVX-512 BF16 only, up to AVX512_MAX_PIXELS;
+- plain dense convolutions (groups 1, no dilation, square kernel, no bias, zero padding).
 Depthwise and grouped convolutions (MobileNetV2, ShuffleNetV2) keep oneDNN's kernels.
 """
 from __future__ import annotations
@@ -25,8 +27,9 @@ import torch.nn.functional as F
 
 from cifarbench.engine import env
 
-MATMUL_MAX_PIXELS = 64  # forward and weight gradient as a matmul for output maps up to 8x8
-FOLD_MAX_PIXELS = 16    # the input gradient too (matmul + scatter of the taps) up to 4x4
+MATMUL_MAX_PIXELS = 64  # AMX: forward and weight gradient as a matmul for output maps up to 8x8
+FOLD_MAX_PIXELS = 16    # AMX: the input gradient too (matmul + scatter of the taps) up to 4x4
+AVX512_MAX_PIXELS = 4   # AVX-512 BF16 without AMX (AMD EPYC): all three as matmuls on 2x2 maps only
 
 
 def _columns(x: torch.Tensor, k: int, stride: int, pad: int) -> tuple[torch.Tensor, tuple[int, int, int]]:
@@ -89,14 +92,17 @@ class MatmulConv(torch.autograd.Function):
 class MatmulConv2d(nn.Conv2d):
     """An nn.Conv2d whose small-map bf16 CPU calls go through MatmulConv; every other call is nn.Conv2d's own."""
 
+    # set per module by use_matmul_convs (plain attributes: not in the state dict)
+    matmul_max_pixels, fold_max_pixels = MATMUL_MAX_PIXELS, FOLD_MAX_PIXELS
+
     def _conv_forward(self, x, weight, bias):
         if bias is None and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             s, p, k = self.stride[0], self.padding[0], self.kernel_size[0]
             ho, wo = (x.shape[2] + 2 * p - k) // s + 1, (x.shape[3] + 2 * p - k) // s + 1
-            if ho * wo <= MATMUL_MAX_PIXELS:
+            if ho * wo <= self.matmul_max_pixels:
                 dt = torch.get_autocast_dtype("cpu")
                 with torch.autocast("cpu", enabled=False):
-                    return MatmulConv.apply(x.to(dt), weight.to(dt), s, p, ho * wo <= FOLD_MAX_PIXELS)
+                    return MatmulConv.apply(x.to(dt), weight.to(dt), s, p, ho * wo <= self.fold_max_pixels)
         return super()._conv_forward(x, weight, bias)
 
 
@@ -106,22 +112,37 @@ def _eligible(m: nn.Module) -> bool:
             and len(set(m.kernel_size)) == 1 and len(set(m.stride)) == 1)
 
 
-def use_matmul_convs(model: nn.Module) -> int:
+def use_matmul_convs(model: nn.Module, max_pixels: int = MATMUL_MAX_PIXELS, fold_max_pixels: int = FOLD_MAX_PIXELS) -> int:
     """Route ``model``'s eligible convolutions through MatmulConv2d, in place (the class only: the parameters,
-    their names and the state dict stay); returns how many."""
+    their names and the state dict stay), as matmuls for output maps of up to ``max_pixels`` (the input
+    gradient too up to ``fold_max_pixels``); returns how many."""
     n = 0
     for m in model.modules():
         if _eligible(m):
             m.__class__ = MatmulConv2d
+            m.matmul_max_pixels, m.fold_max_pixels = max_pixels, min(fold_max_pixels, max_pixels)
             n += 1
     return n
 
 
+def thresholds(device: torch.device, amp: bool) -> tuple[int, int] | None:
+    """(max_pixels, fold_max_pixels) for a run on ``device`` with bf16 autocast ``amp``, or None where the
+    matmul path was not measured to pay (see the docstring)."""
+    if device.type != "cpu" or not amp:
+        return None
+    if env.cpu_has_amx():
+        return MATMUL_MAX_PIXELS, FOLD_MAX_PIXELS
+    if env.cpu_has_bf16():
+        return AVX512_MAX_PIXELS, AVX512_MAX_PIXELS
+    return None
+
+
 def wanted(device: torch.device, amp: bool) -> bool:
     """Whether a run on ``device`` with bf16 autocast ``amp`` should use matmul convolutions (see the docstring)."""
-    return device.type == "cpu" and amp and env.cpu_has_amx()
+    return thresholds(device, amp) is not None
 
 
 def apply(model: nn.Module, device: torch.device, amp: bool) -> int:
-    """use_matmul_convs where :func:`wanted`, else nothing; returns how many convolutions were routed."""
-    return use_matmul_convs(model) if wanted(device, amp) else 0
+    """use_matmul_convs with this CPU's :func:`thresholds`, else nothing; returns how many convolutions were routed."""
+    t = thresholds(device, amp)
+    return use_matmul_convs(model, *t) if t else 0

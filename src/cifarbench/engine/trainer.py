@@ -310,8 +310,10 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     matmul_convs = cpu_conv.apply(model, device, cfg.amp)  # before the EMA copy, which then shares the choice
+    matmul_pixels = list(cpu_conv.thresholds(device, cfg.amp)) if matmul_convs else None
     if matmul_convs:
-        log.info(f"{matmul_convs} convolutions as bf16 matmuls on small maps (AMX CPU; engine/cpu_conv.py)")
+        log.info(f"{matmul_convs} convolutions as bf16 matmuls on output maps of up to {matmul_pixels[0]} pixels "
+                 f"(engine/cpu_conv.py)")
     optimizer = build_optimizer(cfg, param_groups(model, cfg))
     ema = ModelEma(model, cfg.model_ema_decay) if cfg.model_ema else None
     eval_model = ema.module if ema is not None else model  # what validation, selection and best.pt's eval use
@@ -359,6 +361,7 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
             "seed": cfg.seed, "params": params, "macs_per_image": macs, "classes": list(splits.classes),
             "world_size": ctx.world_size, "effective_batch_size": global_batch, "val_images": len(splits.val),
             "sync_bn": cfg.sync_bn, "matmul_convs": matmul_convs,
+            "matmul_conv_max_pixels": matmul_pixels,  # [forward and weight gradient, input gradient] or None
             # what prediction and export need to preprocess an image exactly as this run did
             "preprocess": {"channels": splits.channels, "image_size": splits.image_size, "resolution": resolution,
                            "mean": [float(m) for m in splits.mean], "std": [float(v) for v in splits.std]},
