@@ -80,7 +80,7 @@ def test_grouped_biased_and_strange_convs_are_left_alone():
 def test_apply_only_on_the_cpu_with_native_bf16_and_each_isa_with_its_thresholds(monkeypatch):
     flags = {"amx": True, "bf16": True}
     monkeypatch.setattr("cifarbench.engine.env.cpu_has_amx", lambda: flags["amx"])
-    monkeypatch.setattr("cifarbench.engine.env.cpu_has_bf16", lambda: flags["bf16"])
+    monkeypatch.setattr("cifarbench.engine.env.cpu_has_avx512_bf16", lambda: flags["bf16"])
     cpu = torch.device("cpu")
     conv = nn.Conv2d(3, 4, 3, bias=False)
     assert cpu_conv.apply(conv, cpu, amp=True) == 1
@@ -96,6 +96,7 @@ def test_apply_only_on_the_cpu_with_native_bf16_and_each_isa_with_its_thresholds
         with torch.autocast("cpu", dtype=torch.bfloat16):
             conv(torch.randn(2, 8, side, side))
     assert seen == [(2, True)]
-    flags["bf16"] = False
+    flags["bf16"] = False  # no x86 bf16: nothing routed, even where cpu_has_bf16 (ARM) lets amp run
+    monkeypatch.setattr("cifarbench.engine.env.cpu_has_bf16", lambda: True)
     assert cpu_conv.apply(nn.Conv2d(3, 4, 3, bias=False), cpu, amp=True) == 0
-    assert not cpu_conv.wanted(cpu, True)
+    assert cpu_conv.thresholds(cpu, True) is None

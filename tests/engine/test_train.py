@@ -277,6 +277,7 @@ def test_amp_on_a_bf16_cpu_routes_small_map_convs_through_matmuls_and_records_it
     from cifarbench.engine.cpu_conv import MatmulConv
 
     monkeypatch.setattr("cifarbench.engine.env.cpu_has_bf16", lambda: True)
+    monkeypatch.setattr("cifarbench.engine.env.cpu_has_avx512_bf16", lambda: True)
     monkeypatch.setattr("cifarbench.engine.env.cpu_has_amx", lambda: amx)
     calls = []
     real = MatmulConv.apply

@@ -13,9 +13,9 @@ kernels; the weight gradient 2.1-3.1x), loses at 4x4 and above, and the step gai
 What changes: only which kernel computes a convolution. The module tree, parameter names, state dicts,
 checkpoints and exports are the stock torchvision ones; the results differ from oneDNN's by bf16 rounding
 (the tests bound it). Used only where it was measured to pay (:func:`thresholds`):
-- the CPU, under bf16 autocast, on a CPU with native bf16: with AMX (``amx_bf16``) for output maps of at most
+- the CPU, under bf16 autocast, on an x86 CPU with native bf16: with AMX (``amx_bf16``) for output maps of at most
   MATMUL_MAX_PIXELS, the input gradient too only up to FOLD_MAX_PIXELS (at 8x8 the nine-tap scatter cost more
-  than oneDNN's backward-data kernel); with AVX-512 BF16 only, up to AVX512_MAX_PIXELS;
+  than oneDNN's backward-data kernel); with AVX-512 BF16 only, up to AVX512_MAX_PIXELS (other CPUs with bf16, e.g. ARM, keep oneDNN's kernels);
 - plain dense convolutions (groups 1, no dilation, square kernel, no bias, zero padding).
 Depthwise and grouped convolutions (MobileNetV2, ShuffleNetV2) keep oneDNN's kernels.
 """
@@ -132,14 +132,9 @@ def thresholds(device: torch.device, amp: bool) -> tuple[int, int] | None:
         return None
     if env.cpu_has_amx():
         return MATMUL_MAX_PIXELS, FOLD_MAX_PIXELS
-    if env.cpu_has_bf16():
+    if env.cpu_has_avx512_bf16():  # not cpu_has_bf16(): ARM's bf16 was never measured
         return AVX512_MAX_PIXELS, AVX512_MAX_PIXELS
     return None
-
-
-def wanted(device: torch.device, amp: bool) -> bool:
-    """Whether a run on ``device`` with bf16 autocast ``amp`` should use matmul convolutions (see the docstring)."""
-    return thresholds(device, amp) is not None
 
 
 def apply(model: nn.Module, device: torch.device, amp: bool) -> int:

@@ -43,6 +43,11 @@ def cpu_has_bf16() -> bool:
     return any(flag in flags for flag in ("avx512_bf16", "amx_bf16", " bf16"))
 
 
+def cpu_has_avx512_bf16() -> bool:
+    """x86 AVX-512 BF16 (AMD Zen 4, Intel Cooper Lake and later): where engine/cpu_conv.py measured its 2x2 maps."""
+    return "avx512_bf16" in (_cpuinfo() or "")
+
+
 def cpu_has_amx() -> bool:
     """Intel AMX tiles with bf16 (Sapphire Rapids and later): where engine/cpu_conv.py's matmul convolutions pay most."""
     return "amx_bf16" in (_cpuinfo() or "")
