@@ -1,7 +1,8 @@
-"""Per-convolution timing: oneDNN's bf16 kernels against engine/cpu_conv.py's matmul formulation.
+"""Per-convolution timing: oneDNN's kernels against engine/cpu_conv.py's matmul formulation.
 
 For every distinct dense convolution of a model at batch B and the given resolution (shapes found by running
-the model once), times the three halves of its training cost, one thread, bf16, channels_last:
+the model once), times the three halves of its training cost, one thread, channels_last, in bf16 (the default)
+or fp32 (--dtype fp32: the CPUs without native bf16, where the study trains ResNet18 in fp32):
   fwd        conv2d forward                         | matmul: im2col + one GEMM
   bwd_data   gradient of the input                  | matmul: GEMM + fold of the taps (used up to 4x4 maps)
   bwd_w      gradient of the weight                 | matmul: im2col + one GEMM
@@ -9,7 +10,7 @@ Each figure: median over --repeats of the mean of --iters calls, after 3 warm-up
 2 x MACs of the convolution. This is the measurement behind cpu_conv's thresholds (MATMUL_MAX_PIXELS,
 FOLD_MAX_PIXELS); a whole training step is cpu_levers.py's job (token mm).
 
-  python benchmarks/conv_kernels.py --model resnet18 --stem cifar-s2
+  python benchmarks/conv_kernels.py --model resnet18 --stem cifar-s2 [--dtype fp32]
 """
 from __future__ import annotations
 
@@ -62,19 +63,20 @@ def main() -> None:
     ap.add_argument("-b", "--batch-size", type=int, default=64)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    bf16, cl = torch.bfloat16, torch.channels_last
-    print(f"# {device_name(torch.device('cpu'))}, torch {torch.__version__}, 1 thread, bf16, channels_last, "
+    dt, cl = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype], torch.channels_last
+    print(f"# {device_name(torch.device('cpu'))}, torch {torch.__version__}, 1 thread, {args.dtype}, channels_last, "
           f"batch {args.batch_size}, {args.model} stem {args.stem} at {args.resolution} px; ms per call, median of "
           f"{args.repeats} x {args.iters}; x = oneDNN / matmul")
     print(f"{'in -> out, k/s, map':28s} {'fwd':>16s} {'bwd_data':>16s} {'bwd_w':>16s} {'GFLOP/s bwd_w':>14s}")
     total = [0.0, 0.0]
     for c, o, k, s, p, h, ho in shapes(create_model(args.model, stem=args.stem), args.batch_size, args.resolution):
-        x = torch.randn(args.batch_size, c, h, h, dtype=bf16).contiguous(memory_format=cl)
-        w = torch.randn(o, c, k, k, dtype=bf16).contiguous(memory_format=cl)
-        g = torch.randn(args.batch_size, o, ho, ho, dtype=bf16).contiguous(memory_format=cl)
+        x = torch.randn(args.batch_size, c, h, h, dtype=dt).contiguous(memory_format=cl)
+        w = torch.randn(o, c, k, k, dtype=dt).contiguous(memory_format=cl)
+        g = torch.randn(args.batch_size, o, ho, ho, dtype=dt).contiguous(memory_format=cl)
         conf = ([s, s], [p, p], [1, 1], False, [0, 0], 1)
         n = args.batch_size * ho * ho
         onednn = [timed_ms(lambda: F.conv2d(x, w, None, s, p), args.iters, args.repeats),

@@ -10,11 +10,11 @@ A lever is a '+'-joined set of tokens:
   loop     the optimizer step as torch's per-parameter Python loop (its CPU default, and every figure
            measured before 2026-12-01) instead of the fused step the engine now uses
   bN       batch size N (default --batch-size)
-  mm       with bf16: small-map convolutions as matmuls (cifarbench.engine.cpu_conv) with the AMX thresholds
-           (output maps up to 64 pixels, the input gradient up to 16); without the token the lever runs
-           oneDNN's convolutions everywhere
+  mm       small-map convolutions as matmuls (cifarbench.engine.cpu_conv; in bf16 with bf16, else in fp32)
+           with the AMX thresholds (output maps up to 64 pixels, the input gradient up to 16); without the
+           token the lever runs oneDNN's convolutions everywhere
   mmN      the same up to N pixels, the input gradient too (mm4: what the engine uses on AVX-512 BF16
-           without AMX)
+           without AMX, and in fp32 on AVX2 without AVX-512)
   nhwcshuffle  ShuffleNetV2 only: cifarbench's channel shuffle that keeps channels_last
            (cifarbench.models.layout; what create_model builds). Without this token the lever runs
            torchvision's own blocks, whose .contiguous() turns every block's output back into NCHW
@@ -79,7 +79,7 @@ def prepare(lever: dict, model_name: str, stem: str, resolution: int, window_s: 
     if lever["cl"]:
         model = model.to(memory_format=torch.channels_last)
     if lever["mm"]:
-        use_matmul_convs(model, *lever["mm"])
+        use_matmul_convs(model, *lever["mm"], fp32=not lever["bf16"])
     net = torch.compile(model) if lever["compile"] else model
     x, y = random_batch(lever["batch_size"], 3, resolution, torch.device("cpu"), lever["cl"])
     step = make_train_step(net, x, y, amp=lever["bf16"], loop=lever["loop"])

@@ -307,7 +307,7 @@ def bench_model(name: str, *, stem: str, resolution: int, batch_size: int, devic
             model = model.to(memory_format=torch.channels_last)
         from cifarbench.engine import cpu_conv
 
-        cpu_conv.apply(model, device, amp)  # the kernels training uses (matmul convolutions on bf16 CPUs)
+        cpu_conv.apply(model, device, amp)  # the kernels training uses (small-map convolutions as matmuls where they pay)
         net = torch.compile(model, mode=compile_mode(compile)) if compile else model
         t = throughput(make_train_step(net, x, y, amp), batch_size, device, warmup=warmup, repeats=repeats,
                        window_s=window_s)

@@ -81,6 +81,7 @@ def test_apply_only_on_the_cpu_with_native_bf16_and_each_isa_with_its_thresholds
     flags = {"amx": True, "bf16": True}
     monkeypatch.setattr("cifarbench.engine.env.cpu_has_amx", lambda: flags["amx"])
     monkeypatch.setattr("cifarbench.engine.env.cpu_has_avx512_bf16", lambda: flags["bf16"])
+    monkeypatch.setattr("cifarbench.engine.env.cpu_avx2_only", lambda: False)
     cpu = torch.device("cpu")
     conv = nn.Conv2d(3, 4, 3, bias=False)
     assert cpu_conv.apply(conv, cpu, amp=True) == 1
@@ -100,3 +101,45 @@ def test_apply_only_on_the_cpu_with_native_bf16_and_each_isa_with_its_thresholds
     monkeypatch.setattr("cifarbench.engine.env.cpu_has_bf16", lambda: True)
     assert cpu_conv.apply(nn.Conv2d(3, 4, 3, bias=False), cpu, amp=True) == 0
     assert cpu_conv.thresholds(cpu, True) is None
+
+
+def test_fp32_runs_route_the_2x2_maps_on_avx2_only_cpus_and_nowhere_else(monkeypatch):
+    avx2_only = {"v": True}
+    monkeypatch.setattr("cifarbench.engine.env.cpu_avx2_only", lambda: avx2_only["v"])
+    monkeypatch.setattr("cifarbench.engine.env.cpu_has_amx", lambda: False)
+    monkeypatch.setattr("cifarbench.engine.env.cpu_has_avx512_bf16", lambda: False)
+    cpu = torch.device("cpu")
+    assert cpu_conv.thresholds(cpu, False) == (cpu_conv.AVX2_FP32_MAX_PIXELS,) * 2 == (4, 4)
+    conv = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+    assert cpu_conv.apply(conv, cpu, amp=False) == 1 and conv.fp32
+    seen = _calls(monkeypatch)
+    for side in (2, 4):
+        conv(torch.randn(2, 8, side, side))  # fp32 and no autocast: the 2x2 map only
+    conv.double()(torch.randn(2, 8, 2, 2, dtype=torch.float64))  # other dtypes keep conv2d
+    assert seen == [(2, True)]
+    plain = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+    use_matmul_convs(plain, 4, 4)  # routed for bf16 autocast only (the default): fp32 calls stay conv2d
+    seen.clear()
+    plain(torch.randn(2, 8, 2, 2))
+    assert seen == [] and not plain.fp32
+    avx2_only["v"] = False  # fp32 on AVX-512 CPUs was not measured: nothing routed
+    assert cpu_conv.thresholds(cpu, False) is None
+    assert cpu_conv.apply(nn.Conv2d(3, 4, 3, bias=False), cpu, amp=False) == 0
+
+
+def test_fp32_output_and_gradients_match_onednn_to_fp32_rounding():
+    torch.manual_seed(0)
+    ref = nn.Conv2d(64, 32, 3, stride=2, padding=1, bias=False)
+    mm = nn.Conv2d(64, 32, 3, stride=2, padding=1, bias=False)
+    mm.load_state_dict(ref.state_dict())
+    use_matmul_convs(mm, 4, 4, fp32=True)
+    x = torch.randn(4, 64, 4, 4).contiguous(memory_format=torch.channels_last)  # a 2x2 output map
+    outs = []
+    for m in (ref, mm):
+        xi = x.clone().requires_grad_()
+        y = m(xi)
+        y.square().sum().backward()
+        outs.append((y, xi.grad, m.weight.grad))
+    for a, b in zip(*outs):
+        assert a.dtype == b.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

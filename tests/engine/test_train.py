@@ -295,10 +295,22 @@ def test_amp_on_a_bf16_cpu_routes_small_map_convs_through_matmuls_and_records_it
     assert res["status"] == "finished" and res["test_acc"] is not None
 
 
-def test_no_matmul_convs_without_amp(tmp_path, tiny_splits):
+def test_no_matmul_convs_without_amp_except_on_avx2_only_cpus(tmp_path, tiny_splits, monkeypatch):
+    from cifarbench.engine.cpu_conv import MatmulConv
+
+    monkeypatch.setattr("cifarbench.engine.env.cpu_avx2_only", lambda: False)
     train(_cfg(tmp_path, epochs=1), splits=tiny_splits)
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["matmul_convs"] == 0 and saved["matmul_conv_max_pixels"] is None
+    # an AVX2 CPU without AVX-512 (no bf16): the fp32 run routes its 2x2 maps
+    monkeypatch.setattr("cifarbench.engine.env.cpu_avx2_only", lambda: True)
+    calls = []
+    real = MatmulConv.apply
+    monkeypatch.setattr(MatmulConv, "apply", lambda *a: calls.append(a[0].dtype) or real(*a))
+    res = train(_cfg(tmp_path / "avx2", epochs=1), splits=tiny_splits)
+    saved = json.loads((tmp_path / "avx2" / "run" / "results.json").read_text())
+    assert saved["matmul_convs"] > 0 and saved["matmul_conv_max_pixels"] == [4, 4]
+    assert calls and set(calls) == {torch.float32} and res["status"] == "finished"
 
 
 def test_prog_res_trains_the_early_steps_small_and_counts_their_macs(tmp_path, tiny_splits):

@@ -1,4 +1,4 @@
-"""bf16 convolutions on small maps as plain matrix products, on CPUs with native bf16.
+"""Convolutions on small maps as plain matrix products, on the CPUs where that was measured to pay.
 
 Why: on a 2-core Intel Xeon with AMX (torch 2.14.1, oneDNN 3.12, one thread), oneDNN's bf16 convolution
 kernels are built for large maps. On ResNet18's late stages at 32 px (maps of 2x2 to 8x8, 128-512 channels)
@@ -8,7 +8,9 @@ gathered into a [positions, taps x channels] matrix; the GEMM accumulates in fp3
 ``benchmarks/conv_kernels.py`` per convolution, ``benchmarks/cpu_levers.py ... bf16+cl+t1+mm`` per step).
 On a 2-core AMD EPYC with AVX-512 BF16 and no AMX the matmul wins only on the last stage's 2x2 maps (all three
 kernels; the weight gradient 2.1-3.1x), loses at 4x4 and above, and the step gains 1.04-1.06x at one thread
-(``... bf16+cl+t1+mm4``).
+(``... bf16+cl+t1+mm4``). On a 2-core AMD EPYC (Zen 3) with AVX2 and no AVX-512, where runs train in fp32,
+oneDNN's fp32 kernels are slowest of all on those 2x2 maps (weight gradient of the 512-channel convolution at
+9 GFLOP/s against 52 as a matmul, ``conv_kernels.py --dtype fp32``), so fp32 runs route them too.
 
 What changes: only which kernel computes a convolution. The module tree, parameter names, state dicts,
 checkpoints and exports are the stock torchvision ones; the results differ from oneDNN's by bf16 rounding
@@ -16,6 +18,8 @@ checkpoints and exports are the stock torchvision ones; the results differ from 
 - the CPU, under bf16 autocast, on an x86 CPU with native bf16: with AMX (``amx_bf16``) for output maps of at most
   MATMUL_MAX_PIXELS, the input gradient too only up to FOLD_MAX_PIXELS (at 8x8 the nine-tap scatter cost more
   than oneDNN's backward-data kernel); with AVX-512 BF16 only, up to AVX512_MAX_PIXELS (other CPUs with bf16, e.g. ARM, keep oneDNN's kernels);
+- the CPU in fp32 (no autocast) on an x86 CPU with AVX2 and no AVX-512, up to AVX2_FP32_MAX_PIXELS (fp32 on
+  AVX-512 CPUs was not measured and keeps oneDNN's kernels);
 - plain dense convolutions (groups 1, no dilation, square kernel, no bias, zero padding).
 Depthwise and grouped convolutions (MobileNetV2, ShuffleNetV2) keep oneDNN's kernels.
 """
@@ -30,6 +34,7 @@ from cifarbench.engine import env
 MATMUL_MAX_PIXELS = 64  # AMX: forward and weight gradient as a matmul for output maps up to 8x8
 FOLD_MAX_PIXELS = 16    # AMX: the input gradient too (matmul + scatter of the taps) up to 4x4
 AVX512_MAX_PIXELS = 4   # AVX-512 BF16 without AMX (AMD EPYC): all three as matmuls on 2x2 maps only
+AVX2_FP32_MAX_PIXELS = 4  # fp32 on AVX2 without AVX-512 (AMD EPYC Zen 3): the same, on 2x2 maps only
 
 
 def _columns(x: torch.Tensor, k: int, stride: int, pad: int) -> tuple[torch.Tensor, tuple[int, int, int]]:
@@ -90,19 +95,22 @@ class MatmulConv(torch.autograd.Function):
 
 
 class MatmulConv2d(nn.Conv2d):
-    """An nn.Conv2d whose small-map bf16 CPU calls go through MatmulConv; every other call is nn.Conv2d's own."""
+    """An nn.Conv2d whose small-map CPU calls go through MatmulConv (under bf16 autocast; in fp32 too where
+    ``fp32`` is set); every other call is nn.Conv2d's own."""
 
     # set per module by use_matmul_convs (plain attributes: not in the state dict)
-    matmul_max_pixels, fold_max_pixels = MATMUL_MAX_PIXELS, FOLD_MAX_PIXELS
+    matmul_max_pixels, fold_max_pixels, fp32 = MATMUL_MAX_PIXELS, FOLD_MAX_PIXELS, False
 
     def _conv_forward(self, x, weight, bias):
-        if bias is None and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-            s, p, k = self.stride[0], self.padding[0], self.kernel_size[0]
-            ho, wo = (x.shape[2] + 2 * p - k) // s + 1, (x.shape[3] + 2 * p - k) // s + 1
-            if ho * wo <= self.matmul_max_pixels:
-                dt = torch.get_autocast_dtype("cpu")
-                with torch.autocast("cpu", enabled=False):
-                    return MatmulConv.apply(x.to(dt), weight.to(dt), s, p, ho * wo <= self.fold_max_pixels)
+        if bias is None and x.device.type == "cpu":
+            autocast = torch.is_autocast_enabled("cpu")
+            if autocast or (self.fp32 and x.dtype == weight.dtype == torch.float32):
+                s, p, k = self.stride[0], self.padding[0], self.kernel_size[0]
+                ho, wo = (x.shape[2] + 2 * p - k) // s + 1, (x.shape[3] + 2 * p - k) // s + 1
+                if ho * wo <= self.matmul_max_pixels:
+                    dt = torch.get_autocast_dtype("cpu") if autocast else torch.float32
+                    with torch.autocast("cpu", enabled=False):
+                        return MatmulConv.apply(x.to(dt), weight.to(dt), s, p, ho * wo <= self.fold_max_pixels)
         return super()._conv_forward(x, weight, bias)
 
 
@@ -112,15 +120,17 @@ def _eligible(m: nn.Module) -> bool:
             and len(set(m.kernel_size)) == 1 and len(set(m.stride)) == 1)
 
 
-def use_matmul_convs(model: nn.Module, max_pixels: int = MATMUL_MAX_PIXELS, fold_max_pixels: int = FOLD_MAX_PIXELS) -> int:
+def use_matmul_convs(model: nn.Module, max_pixels: int = MATMUL_MAX_PIXELS, fold_max_pixels: int = FOLD_MAX_PIXELS,
+                     fp32: bool = False) -> int:
     """Route ``model``'s eligible convolutions through MatmulConv2d, in place (the class only: the parameters,
     their names and the state dict stay), as matmuls for output maps of up to ``max_pixels`` (the input
-    gradient too up to ``fold_max_pixels``); returns how many."""
+    gradient too up to ``fold_max_pixels``), under bf16 autocast and, with ``fp32``, in fp32 too; returns how many."""
     n = 0
     for m in model.modules():
         if _eligible(m):
             m.__class__ = MatmulConv2d
             m.matmul_max_pixels, m.fold_max_pixels = max_pixels, min(fold_max_pixels, max_pixels)
+            m.fp32 = fp32
             n += 1
     return n
 
@@ -128,8 +138,10 @@ def use_matmul_convs(model: nn.Module, max_pixels: int = MATMUL_MAX_PIXELS, fold
 def thresholds(device: torch.device, amp: bool) -> tuple[int, int] | None:
     """(max_pixels, fold_max_pixels) for a run on ``device`` with bf16 autocast ``amp``, or None where the
     matmul path was not measured to pay (see the docstring)."""
-    if device.type != "cpu" or not amp:
+    if device.type != "cpu":
         return None
+    if not amp:
+        return (AVX2_FP32_MAX_PIXELS, AVX2_FP32_MAX_PIXELS) if env.cpu_avx2_only() else None
     if env.cpu_has_amx():
         return MATMUL_MAX_PIXELS, FOLD_MAX_PIXELS
     if env.cpu_has_avx512_bf16():  # not cpu_has_bf16(): ARM's bf16 was never measured
@@ -140,4 +152,4 @@ def thresholds(device: torch.device, amp: bool) -> tuple[int, int] | None:
 def apply(model: nn.Module, device: torch.device, amp: bool) -> int:
     """use_matmul_convs with this CPU's :func:`thresholds`, else nothing; returns how many convolutions were routed."""
     t = thresholds(device, amp)
-    return use_matmul_convs(model, *t) if t else 0
+    return use_matmul_convs(model, *t, fp32=not amp) if t else 0

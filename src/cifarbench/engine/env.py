@@ -48,9 +48,23 @@ def cpu_has_avx512_bf16() -> bool:
     return "avx512_bf16" in (_cpuinfo() or "")
 
 
+def cpu_avx2_only() -> bool:
+    """x86 AVX2 without AVX-512 (AMD Zen 2/3, most laptops): no native bf16, so runs train in fp32, and
+    engine/cpu_conv.py measured its fp32 2x2 maps here."""
+    flags = set((_cpuinfo() or "").split())
+    return "avx2" in flags and "avx512f" not in flags
+
+
 def cpu_has_amx() -> bool:
     """Intel AMX tiles with bf16 (Sapphire Rapids and later): where engine/cpu_conv.py's matmul convolutions pay most."""
     return "amx_bf16" in (_cpuinfo() or "")
+
+
+def cpu_isa() -> str | None:
+    """The widest x86 vector/matrix extension this CPU has, as /proc/cpuinfo names it (amx_bf16, avx512_bf16,
+    avx512f, avx2), or None: the results record it because the CPU kernels, and so the speeds, differ by it."""
+    flags = set((_cpuinfo() or "").split())
+    return next((f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags), None)
 
 
 def amp_unsupported(device: torch.device) -> str | None:
@@ -90,6 +104,7 @@ def environment(device: torch.device) -> dict:
         "device_name": device_name(device),
         "threads": torch.get_num_threads(),
         "cpu_amx": device.type == "cpu" and cpu_has_amx(),
+        "cpu_isa": cpu_isa() if device.type == "cpu" else None,
         "cpu_count": os.cpu_count(),
         "hostname": socket.gethostname(),
         "platform": platform.platform(),

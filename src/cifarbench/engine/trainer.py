@@ -312,8 +312,8 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
     matmul_convs = cpu_conv.apply(model, device, cfg.amp)  # before the EMA copy, which then shares the choice
     matmul_pixels = list(cpu_conv.thresholds(device, cfg.amp)) if matmul_convs else None
     if matmul_convs:
-        log.info(f"{matmul_convs} convolutions routed to bf16 matmuls where their output map has at most "
-                 f"{matmul_pixels[0]} pixels (engine/cpu_conv.py)")
+        log.info(f"{matmul_convs} convolutions routed to {'bf16' if cfg.amp else 'fp32'} matmuls where their output map "
+                 f"has at most {matmul_pixels[0]} pixels (engine/cpu_conv.py)")
     optimizer = build_optimizer(cfg, param_groups(model, cfg))
     ema = ModelEma(model, cfg.model_ema_decay) if cfg.model_ema else None
     eval_model = ema.module if ema is not None else model  # what validation, selection and best.pt's eval use

@@ -80,7 +80,7 @@ def _steps_per_image(model: str, stem: str, resolution: int, in_chans: int, num_
     net = net.to(memory_format=fmt)
     from cifarbench.engine import cpu_conv
 
-    cpu_conv.apply(net, device, amp)  # the kernels the run will use (matmul convolutions on bf16 CPUs)
+    cpu_conv.apply(net, device, amp)  # the kernels the run will use (small-map convolutions as matmuls where they pay)
     opt = torch.optim.SGD(net.parameters(), lr=0.01)
     x = torch.randn(batch, in_chans, resolution, resolution, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, num_classes, (batch,), device=device)
