@@ -10,11 +10,12 @@ On a 2-core AMD EPYC with AVX-512 BF16 and no AMX the matmul wins only on the la
 kernels; the weight gradient 2.1-3.1x), loses at 4x4 and above, and the step gains 1.04-1.06x at one thread
 (``... bf16+cl+t1+mm4``). On a 2-core AMD EPYC (Zen 3) with AVX2 and no AVX-512, where runs train in fp32,
 oneDNN's fp32 kernels are slowest of all on those 2x2 maps (weight gradient of the 512-channel convolution at
-9 GFLOP/s against 52 as a matmul, ``conv_kernels.py --dtype fp32``), so fp32 runs route them too.
+9 GFLOP/s against 52 as a matmul, ``conv_kernels.py --dtype fp32``), so fp32 runs route them too: a ResNet18
+step gains 1.51x at one thread, MobileNetV2 x0.5's 1.11x, ShuffleNetV2 x0.5's nothing (``... cl+t1+mm4``).
 
 What changes: only which kernel computes a convolution. The module tree, parameter names, state dicts,
-checkpoints and exports are the stock torchvision ones; the results differ from oneDNN's by bf16 rounding
-(the tests bound it). Used only where it was measured to pay (:func:`thresholds`):
+checkpoints and exports are the stock torchvision ones; the results differ from oneDNN's by bf16 (or fp32)
+rounding (the tests bound it). Used only where it was measured to pay (:func:`thresholds`):
 - the CPU, under bf16 autocast, on an x86 CPU with native bf16: with AMX (``amx_bf16``) for output maps of at most
   MATMUL_MAX_PIXELS, the input gradient too only up to FOLD_MAX_PIXELS (at 8x8 the nine-tap scatter cost more
   than oneDNN's backward-data kernel); with AVX-512 BF16 only, up to AVX512_MAX_PIXELS (other CPUs with bf16, e.g. ARM, keep oneDNN's kernels);
