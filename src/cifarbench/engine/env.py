@@ -51,8 +51,7 @@ def cpu_has_avx512_bf16() -> bool:
 def cpu_avx2_only() -> bool:
     """x86 AVX2 without AVX-512 (AMD Zen 2/3, most laptops): no native bf16, so runs train in fp32, and
     engine/cpu_conv.py measured its fp32 2x2 maps here."""
-    flags = set((_cpuinfo() or "").split())
-    return "avx2" in flags and "avx512f" not in flags
+    return cpu_isa() == "avx2"
 
 
 def cpu_has_amx() -> bool:
