@@ -296,6 +296,58 @@ def test_a_budget_too_short_for_one_epoch_trains_the_finals_on_subsets(toml, fak
     assert f"trained on a stratified subset: shufflenet_v2_x0_5 1 epoch(s) on {subset:,} of 256 images" in subset_note(load_study(out))
 
 
+FALLBACK = 'budget_share = 3\nbudget_fallback = {{ stem = "imagenet", below_epochs = {below} }}'
+
+
+@pytest.mark.parametrize("below", [23, 22])
+def test_a_model_the_budget_gives_too_few_epochs_trains_with_its_fallback(toml, fake_study, tmp_path, monkeypatch,
+                                                                          below):
+    """ResNet18's file config gets 22 epochs (EXPECTED); with below_epochs = 23 its finals switch to the fallback's
+    stem, three times faster by calibration (scaled by the sweep's ratio of 2), and get more epochs; with 22 they
+    keep the file's config. The sweep always runs the file's config."""
+    import cifarbench.study.plan as plan
+
+    monkeypatch.setattr(plan, "_steps_per_image", lambda model, stem, *a, **k: fake_study.append((model, stem))
+                        or (1 / 1500 if stem == "imagenet" else 1 / 500))
+    out = tmp_path / "study"
+    text = BUDGETED.format(top="").replace("budget_share = 3", FALLBACK.format(below=below))
+    res = _run(toml(text=text), out, budget="30s")
+    a = res["budget"]["allocation"]
+    rows = {r["model"]: r for r in a["models"]}
+    stems = {p.relative_to(out).parent.as_posix(): read_json(p)["stem"] for p in out.glob("*/*/*/config.json")}
+    assert res["ok"] and len(stems) == 7 and {v for k, v in stems.items() if k.startswith("sweep/")} == {"cifar"}
+    if below == 22:
+        assert a["fallback"] == [] and a["epochs"] == EXPECTED and "fallback" not in rows["resnet18"]
+        assert stems["final/resnet18/seed0"] == stems["final/resnet18/seed1"] == "cifar"
+        return
+    r18 = rows["resnet18"]
+    assert a["fallback"] == ["resnet18"] and ("resnet18", "imagenet") in fake_study
+    assert r18["fallback"] == {"fields": {"stem": "imagenet"}, "below_epochs": 23, "file_epochs": 22,
+                               "file_train_subset": None, "file_images_per_sec": 1000.0}
+    assert r18["calibrated_images_per_sec"] == 1500 and r18["images_per_sec"] == 3000  # x the sweep's ratio 2
+    assert r18["source"] == "calibration x 2.00 (the sweep/calibration ratio)"
+    assert a["epochs"]["resnet18"] == 30 > EXPECTED["resnet18"]  # its cap: the fallback's epochs cost a third
+    assert stems["final/shufflenet_v2_x0_5/seed0"] == "cifar"
+    for seed in (0, 1):
+        cfg = read_json(out / f"final/resnet18/seed{seed}/config.json")
+        assert (cfg["stem"], cfg["epochs"]) == ("imagenet", 30)
+    from cifarbench.report.budget import budget_blocks, subset_note
+    from cifarbench.report.load import load_study
+
+    study = load_study(out)
+    blocks = budget_blocks(study)
+    table = next(b for b in blocks if type(b).__name__ == "Table")
+    assert [r[0] for r in table.rows] == ["resnet18 (fallback)", "shufflenet_v2_x0_5"]
+    notes = [b for b in blocks if type(b).__name__ == "Bullets"][-1].items
+    assert any(n.startswith("resnet18: the rule gave the study file's config 22 epoch(s) at 1000 img/s, fewer than its "
+                            'budget_fallback\'s below_epochs = 23, so its finals trained with stem = "imagenet"') for n in notes)
+    assert 'these finals trained with their study file\'s budget_fallback instead of its config: resnet18 with stem = "imagenet"' \
+        in subset_note(study)
+    # a resumed study keeps the decision (an interrupted final resumes only with the same config)
+    monkeypatch.setattr(StudyState, "wall_s", lambda self: 25.0)
+    assert _run(toml(text=text), out, budget="30s")["budget"]["allocation"]["fallback"] == ["resnet18"]
+
+
 def test_runs_in_flight_keep_their_lanes_busy():
     assert schedule_s([10, 10], 2, busy=[5]) == 15
     # 2 lanes of 100 s, one taken for 50 s more: 150 run-s left, but the runs must fit the lanes: 5 epochs each

@@ -60,6 +60,21 @@ def test_a_model_can_override_its_stages_and_the_study_sets_jobs(tmp_path):
     assert spec.run_config("shufflenet_v2_x0_5", "final", {}).epochs == 5
 
 
+def test_a_budget_fallback_changes_only_the_finals_it_is_asked_for(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('name = "x"\ndataset = "shapes"\n[defaults]\nstem = "cifar"\n[sweep]\nepochs = 2\n[final]\nepochs = 5\n'
+                    '[[models]]\nname = "resnet18"\nfinal = { stem = "cifar-s2" }\n'
+                    'budget_fallback = { stem = "imagenet", below_epochs = 2 }\ngrid = [{ name = "a", lr = 0.2 }]\n')
+    spec = load_spec(path)
+    m = spec.models[0]
+    assert m.budget_fallback == {"stem": "imagenet"} and m.fallback_below == 2
+    assert spec.run_config(m, "final", {"lr": 0.2}).stem == "cifar-s2"  # the file's config, unless asked
+    cfg = spec.run_config(m, "final", {"lr": 0.2}, fallback=True)  # over the model's own stage table
+    assert (cfg.stem, cfg.lr, cfg.epochs) == ("imagenet", 0.2, 5)
+    assert spec.run_config(m, "sweep", {}, fallback=True).stem == "imagenet" and spec.run_config(m, "sweep", {}).stem == "cifar"
+    assert load_spec("quick").model("resnet18").budget_fallback == {"stem": "imagenet"}
+
+
 @pytest.mark.parametrize("text, words", [
     ('name = "x"\ndataset = "shapes"\nbogus = 1\n[sweep]\nepochs = 1\n[final]\nepochs = 1\n', ["bogus"]),
     ('name = "x"\ndataset = "shapes"\n[sweep]\nepochs = 1\n[final]\nepochs = 1\n', ["models"]),
@@ -85,6 +100,17 @@ def test_a_model_can_override_its_stages_and_the_study_sets_jobs(tmp_path):
      '[[models]]\nname = "resnet18"\ngrid = [{ name = "a" }]\n', ["jobs", "positive integer"]),
     ('name = "x"\ndataset = "shapes"\n[sweep]\nepochs = 1\n[final]\nepochs = 1\n'
      '[[models]]\nname = "resnet18"\nfinal = { epochz = 2 }\ngrid = [{ name = "a" }]\n', ["models[resnet18].final", "epochz"]),
+    ('name = "x"\ndataset = "shapes"\n[sweep]\nepochs = 1\n[final]\nepochs = 1\n[[models]]\nname = "resnet18"\n'
+     'budget_fallback = { stem = "imagenet" }\ngrid = [{ name = "a" }]\n',
+     ["models[resnet18].budget_fallback.below_epochs", "None must be a positive integer"]),
+    ('name = "x"\ndataset = "shapes"\n[sweep]\nepochs = 1\n[final]\nepochs = 1\n[[models]]\nname = "resnet18"\n'
+     'budget_fallback = { below_epochs = 2 }\ngrid = [{ name = "a" }]\n', ["models[resnet18].budget_fallback", "names no"]),
+    ('name = "x"\ndataset = "shapes"\n[sweep]\nepochs = 1\n[final]\nepochs = 1\n[[models]]\nname = "resnet18"\n'
+     'budget_fallback = { stemm = "imagenet", below_epochs = 2 }\ngrid = [{ name = "a" }]\n',
+     ["models[resnet18].budget_fallback", "stemm"]),
+    ('name = "x"\ndataset = "shapes"\n[sweep]\nepochs = 1\n[final]\nepochs = 1\n[[models]]\nname = "resnet18"\n'
+     'budget_fallback = { stem = "tiny", below_epochs = 2 }\ngrid = [{ name = "a" }]\n',
+     ["models[resnet18].grid[a]", "tiny", "in the final stage with its budget_fallback"]),
 ])
 def test_bad_study_files(tmp_path, text, words):
     path = tmp_path / "bad.toml"

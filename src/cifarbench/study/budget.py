@@ -35,6 +35,12 @@ from validation figures); the test split plays no part.
    ``train_subset``): the models over their share are cut to it, then all by one factor until the schedule
    fits, never below MIN_FRACTION of the images (then the plan says it does not fit); the models on whole
    epochs gain epochs into the time the cut freed, and what is still left grows the cut models' subsets.
+   A model whose study-file entry has a ``budget_fallback`` (TrainConfig fields, and ``below_epochs``) and gets
+   fewer than below_epochs whole epochs this way (a subset counts as none) trains its finals with those fields
+   instead, e.g. a cheaper stem: on a CPU without bf16 the quick preset's ResNet18 gets one epoch of its
+   ``cifar-s2`` stem, where the ``imagenet`` stem runs about 3x faster and gains more from the epochs that buys
+   (BENCHMARKS.md, "A budget fallback"). The fallback's speed is its calibration, scaled by the sweep/
+   calibration ratio, and step 2 runs again with it. The sweep's winner (its learning rate) carries over.
 3. When a model's first final is about to start (``replan``), its epochs are decided again, from what the
    finals so far measured: the median ratio of their images/s to the speed step 2 used rescales the epoch
    cost of this model and the ones after it, and step 2's allocation runs on them for the time left, with
@@ -93,6 +99,10 @@ RULE = [
     "If even the minimum epochs do not fit, each epoch trains on a stratified subset of the training images "
     f"(train_subset): the models over their share are cut to it, then all by one factor until the schedule fits "
     f"(at least {MIN_FRACTION:.0%} of the images); time still left grows the cut models' subsets.",
+    "A model with a budget_fallback (fields of its config, e.g. a cheaper stem, and below_epochs) that this gives "
+    "fewer than below_epochs whole epochs (a subset counts as none) trains its finals with those fields instead, "
+    "priced by their own calibration scaled by the sweep/calibration ratio, and the epochs are set again; decided "
+    "once, after the sweep (re-plans keep it).",
     "When each later model's finals start, its epochs are decided again the same way, for the time left, with "
     "the speeds rescaled by the finished finals' measured speed over the speed the plan used.",
     "Each decision is made once and stored in study.json; the test split plays no part.",
@@ -346,8 +356,9 @@ def _slot(jobs: int, device: str | None):
     return slots[0], len(slots)
 
 
-def _run_cfg(spec, model, stage: str, params: dict, device: str | None, slot) -> tuple[dict, int | None]:
-    cfg = spec.run_config(model, stage, params)
+def _run_cfg(spec, model, stage: str, params: dict, device: str | None, slot,
+             fallback: bool = False) -> tuple[dict, int | None]:
+    cfg = spec.run_config(model, stage, params, fallback=fallback)
     if device:
         cfg = cfg.replace(device=device)
     return cfg.to_dict(), slot.threads or cfg.threads  # the slot's threads, as jobs.apply_slot gives them
@@ -369,7 +380,10 @@ def _sweep_s(spec, speeds: Speeds, d, jobs: int, device: str | None) -> float:
 
 
 def _final_costs(spec, params: Callable[[str], dict], speeds: Speeds, d, jobs: int, device: str | None,
-                 study_dir=None, sweeps: dict | None = None) -> tuple[list[ModelCost], list[dict]]:
+                 study_dir=None, sweeps: dict | None = None,
+                 fallback: frozenset[str] = frozenset()) -> tuple[list[ModelCost], list[dict]]:
+    """Each model's ModelCost and its row for study.json; ``fallback``: the models priced with their budget_fallback
+    config (a speed setting no sweep run had: its calibration, scaled by the ratio of the study file's configs)."""
     slot, _ = _slot(jobs, device)
     found = []
     for m in spec.models:
@@ -380,6 +394,10 @@ def _final_costs(spec, params: Callable[[str], dict], speeds: Speeds, d, jobs: i
         found.append((m, cfg, calib, ips, over))
     ratios = [statistics.median(ips) / calib for _, _, calib, ips, _ in found if ips]
     scale = statistics.median(ratios) if ratios else 1.0
+    for i, (m, cfg, calib, ips, over) in enumerate(found):
+        if m.name in fallback:
+            cfg, threads = _run_cfg(spec, m, "final", params(m.name), device, slot, fallback=True)
+            found[i] = (m, cfg, speeds.get(cfg, threads), [], over)  # the sweep's start-up overhead still holds
     costs, rows = [], []
     total_share = sum(m.budget_share for m in spec.models)
     for m, cfg, calib, ips, over in found:
@@ -414,15 +432,32 @@ def _reserve(rows: list[dict], seeds: int, d, lanes: int = 1) -> float:
 
 def _plan(spec, budget_s: float, elapsed_s: float, speeds: Speeds, d, jobs: int, device: str | None,
           params: Callable[[str], dict], study_dir=None, sweeps: dict | None = None) -> dict[str, Any]:
-    costs, rows = _final_costs(spec, params, speeds, d, jobs, device, study_dir, sweeps)
     lanes = _slot(jobs, device)[1]
-    reserve = _reserve(rows, len(spec.seeds), d, lanes)
-    alloc = allocate(budget_s, elapsed_s, reserve, costs, len(spec.seeds), lanes)
-    subsets = _record(alloc, costs, rows)
+
+    def fit(fallback: frozenset[str]):
+        costs, rows = _final_costs(spec, params, speeds, d, jobs, device, study_dir, sweeps, fallback)
+        reserve = _reserve(rows, len(spec.seeds), d, lanes)
+        alloc = allocate(budget_s, elapsed_s, reserve, costs, len(spec.seeds), lanes)
+        return costs, rows, reserve, alloc, _record(alloc, costs, rows)
+
+    costs, rows, reserve, alloc, subsets = fit(frozenset())
+    # the fallback rule: a model the study file's config gives fewer whole epochs than its budget_fallback's
+    # below_epochs (a subset counts as none) trains its finals with the fallback's fields instead
+    switch = {m.name: next(r for r in rows if r["model"] == m.name) for m in spec.models if m.budget_fallback
+              and (alloc["epochs"][m.name] if not subsets[m.name] else 0) < m.fallback_below}
+    if switch:
+        costs, rows, reserve, alloc, subsets = fit(frozenset(switch))
+        for r in rows:
+            if r["model"] in switch:
+                before, m = switch[r["model"]], spec.model(r["model"])
+                r["fallback"] = {"fields": dict(m.budget_fallback), "below_epochs": m.fallback_below,
+                                 "file_epochs": before["epochs"], "file_train_subset": before.get("train_subset"),
+                                 "file_images_per_sec": before["images_per_sec"]}
     return {"elapsed_s": round(elapsed_s, 1), "reserve_s": round(reserve, 1), "final_s": round(alloc["final_s"], 1),
             "predicted_final_s": round(alloc["predicted_final_s"], 1),
             "predicted_total_s": round(elapsed_s + alloc["predicted_final_s"] + reserve, 1), "fits": alloc["fits"],
-            "lanes": lanes, "seeds": len(spec.seeds), "epochs": alloc["epochs"], "train_subset": subsets, "models": rows}
+            "lanes": lanes, "seeds": len(spec.seeds), "epochs": alloc["epochs"], "train_subset": subsets,
+            "fallback": sorted(switch, key=[m.name for m in spec.models].index), "models": rows}
 
 
 def _record(alloc: dict, costs: list[ModelCost], rows: list[dict]) -> dict[str, int | None]:
@@ -499,7 +534,7 @@ def final_epochs(state, jobs: int, device: str | None, params: Callable[[str], d
         state.save()
         a = b["allocation"]
         log.info(f"budget {b['budget']}: {clock(a['elapsed_s'])} used, {clock(a['final_s'])} for the finals: "
-                 + ", ".join(f"{r['model']} {_epochs_text(r['epochs'], r.get('train_subset'))} "
+                 + ", ".join(f"{r['model']} {_epochs_text(r['epochs'], r.get('train_subset'))}{fallback_text(r)} "
                              f"({r['images_per_sec']:.0f} img/s, {r['source']})" for r in a["models"])
                  + f"; predicted end {clock(a['predicted_total_s'])}")
         if any(a.get("train_subset", {}).values()):
@@ -509,6 +544,23 @@ def final_epochs(state, jobs: int, device: str | None, params: Callable[[str], d
             log.warn(f"budget {b['budget']}: even one epoch per model on {MIN_FRACTION:.0%} of the training images "
                      f"overruns it: predicted end {clock(a['predicted_total_s'])}")
     return dict(b["allocation"]["epochs"])
+
+
+def fallback_models(state) -> set[str]:
+    """The models whose finals the budget moved to their budget_fallback (study.json, decided after the sweep)."""
+    return set(((state.data.get("budget") or {}).get("allocation") or {}).get("fallback") or [])
+
+
+def fallback_text(row: dict) -> str:
+    """' with stem = "imagenet" (budget_fallback: cifar-s2 1 epoch(s) < 2)' for a row the fallback moved, else ''."""
+    fb = row.get("fallback")
+    if not fb:
+        return ""
+    from cifarbench.study.spec import _toml_value
+
+    fields = ", ".join(f"{k} = {_toml_value(v)}" for k, v in fb["fields"].items())
+    return (f" with {fields} (budget_fallback: the study file's config got "
+            f"{_epochs_text(fb['file_epochs'], fb.get('file_train_subset'))}, fewer than {fb['below_epochs']})")
 
 
 def replan(state, model: str, in_flight: list[tuple[str, float]]) -> dict[str, int | None] | None:
@@ -606,6 +658,7 @@ def format_lines(b: dict) -> list[str]:
                    "finals start): " + ", ".join(
                        f"{r['model']} {r['epochs']}" + (f" on {r['train_subset']:,} of {r['train_images']:,} images"
                                                         if r.get("train_subset") else "") + f" (cap {r['cap']})"
+                       + fallback_text(r)
                        for r in p["models"]))
         if not p["fits"]:
             out.append(f"  does not fit: even one final epoch per model on {MIN_FRACTION:.0%} of the training images "

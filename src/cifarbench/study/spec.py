@@ -9,6 +9,7 @@ How a run's config is built (later wins)::
     TrainConfig defaults < [defaults] < the model's defaults < the grid point (or trial) params
                          < the stage table ([sweep] or [final]: epochs, train_subset, ...)
                          < the model's own stage table (its `sweep` or `final`: e.g. fewer epochs for a big model)
+                         < its `budget_fallback`, for finals the budget moved to it (study/budget.py, step 2)
                          < [override] (TrainConfig fields), then its epochs_scale and max_epochs
 
 The stage comes last because it *is* the study's structure: a grid point may change the optimizer,
@@ -36,7 +37,8 @@ TOP_KEYS = {"name", "dataset", "description", "notes", "seeds", "target", "jobs"
 # [override] keys that are not TrainConfig fields: the study's dataset, and a scale and a cap for every stage's epochs
 # (rounded half up, at least 1: 0.05 turns the paper's 30-epoch sweep into 2 epochs and its 50-epoch finals into 3).
 OVERRIDE_KEYS = {"dataset", "epochs_scale", "max_epochs"}
-MODEL_KEYS = {"name", "label", "paper_test_acc", "defaults", "grid", "space", "sweep", "final", "budget_share"}
+MODEL_KEYS = {"name", "label", "paper_test_acc", "defaults", "grid", "space", "sweep", "final", "budget_share",
+              "budget_fallback"}
 # [sweep] keys that steer Optuna rather than a run; every other key there must be a TrainConfig field.
 SWEEP_KEYS = {"sampler", "pruner", "n_trials", "seed", "heartbeat_interval", "grace_period",
               "pruner_startup_trials", "pruner_warmup_epochs", "max_retry"}
@@ -60,6 +62,10 @@ class ModelSpec:
     sweep: dict[str, Any] = field(default_factory=dict)  # this model's overrides of [sweep] (TrainConfig fields)
     final: dict[str, Any] = field(default_factory=dict)  # this model's overrides of [final]
     budget_share: float = 1.0  # its weight in the finals' time under a budget (study/budget.py)
+    # Under a budget: the TrainConfig fields its finals switch to when the budget affords fewer than
+    # ``fallback_below`` whole epochs of the file's config (study/budget.py, step 2); {}: no fallback.
+    budget_fallback: dict[str, Any] = field(default_factory=dict)
+    fallback_below: int = 0
 
     def point(self, name: str) -> dict[str, Any]:
         for p in self.grid:
@@ -108,16 +114,20 @@ class StudySpec:
 
     def run_config(self, model: str | ModelSpec, stage: str, params: dict[str, Any] | None = None,
                    seed: int | None = None, output: str | None = None, data_dir: str | None = None,
-                   override: bool = True) -> TrainConfig:
+                   override: bool = True, fallback: bool = False) -> TrainConfig:
         """The TrainConfig of one run of this study (see the module docstring for the order).
 
         ``override=False``: the run as the study file alone has it, without [override] (for the deviations).
+        ``fallback=True``: a final with the model's ``budget_fallback`` fields over its own stage table (the
+        budget chose it: study/budget.py).
         """
         m = model if isinstance(model, ModelSpec) else self.model(model)
         stage_table = {k: v for k, v in (self.sweep if stage == "sweep" else self.final).items() if k not in SWEEP_KEYS}
         values: dict[str, Any] = {"model": m.name, "dataset": self.dataset if override else self.raw["dataset"]}
         own_stage = m.sweep if stage == "sweep" else m.final
         layers = [self.defaults, m.defaults, params or {}, stage_table, own_stage]
+        if fallback:
+            layers.append(m.budget_fallback)
         if override:
             layers.append({k: v for k, v in self.override.items() if k not in OVERRIDE_KEYS})
         for layer in layers:
@@ -334,6 +344,18 @@ def parse_spec(raw: dict[str, Any], source: str = "study", text: str = "") -> St
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share < math.inf:
             bad(f"{where}.budget_share", f"{share!r} must be a positive number (the model's weight in the finals' time)")
         ms.budget_share = float(share)
+        fb = m.get("budget_fallback")
+        if fb is not None:
+            fw = f"{where}.budget_fallback"
+            check_table(fw, fb, extra={"below_epochs"})
+            below = fb.get("below_epochs")
+            if isinstance(below, bool) or not isinstance(below, int) or below < 1:
+                bad(f"{fw}.below_epochs", f"{below!r} must be a positive integer (the fewest whole epochs of the "
+                    "study file's config the budget must afford before the fallback takes over)")
+            ms.budget_fallback = {k: v for k, v in fb.items() if k != "below_epochs"}
+            if not ms.budget_fallback:
+                bad(fw, "names no TrainConfig field to change (e.g. stem = \"imagenet\")")
+            ms.fallback_below = below
         if sampler == "grid":
             if not ms.grid:
                 bad(where, "sampler 'grid' needs a non-empty 'grid' list")
@@ -379,15 +401,16 @@ def _check_configs(spec: StudySpec, bad) -> None:
     for m in spec.models:
         points = [(f"models[{m.name}].grid[{p['name']}]", params_of(p)) for p in m.grid] or \
                  [(f"models[{m.name}].space", _space_example(m.space))]
+        stages = [("sweep", False), ("final", False)] + ([("final", True)] if m.budget_fallback else [])
         for where, params in points:
-            for stage in ("sweep", "final"):
+            for stage, fallback in stages:
                 try:
-                    spec.run_config(m, stage, params).validate()
+                    spec.run_config(m, stage, params, fallback=fallback).validate()
                 except CifarbenchError as e:
                     msg = str(e)
                     if msg.startswith(spec.source + ": "):
                         msg = msg[len(spec.source) + 2:]
-                    bad(where, f"{msg} (in the {stage} stage)")
+                    bad(where, f"{msg} (in the {stage} stage{' with its budget_fallback' if fallback else ''})")
                 except TypeError as e:  # a wrongly typed value, e.g. lr = "fast"
                     bad(where, str(e))
 

@@ -214,6 +214,7 @@ def _stage_final(state: StudyState, jobs: int, data_dir, device, train_fn) -> No
     spec = state.spec
     state.stage("final", "running")
     budgeted = bg.final_epochs(state, jobs, device, lambda name: _winner_params(state, name)) is not None
+    fallback = bg.fallback_models(state)  # finals the budget moved to their budget_fallback config
     todo = []  # ((model, seed), config) of each final still to run, its epochs set when it starts (run_finals)
     for m in spec.models:
         params = _winner_params(state, m.name)
@@ -226,7 +227,8 @@ def _stage_final(state: StudyState, jobs: int, data_dir, device, train_fn) -> No
             if res.get("status") == "finished":
                 entry.update(state="complete", val_acc=res.get("best_val_acc"), test_acc=res.get("test_acc"))
             else:
-                cfg = spec.run_config(m, "final", params, seed=seed, output=str(state.dir / rel), data_dir=data_dir)
+                cfg = spec.run_config(m, "final", params, seed=seed, output=str(state.dir / rel), data_dir=data_dir,
+                                      fallback=m.name in fallback)
                 if device:
                     cfg = cfg.replace(device=device)
                 todo.append(((m.name, seed), cfg))
