@@ -348,6 +348,23 @@ def test_a_model_the_budget_gives_too_few_epochs_trains_with_its_fallback(toml, 
     assert _run(toml(text=text), out, budget="30s")["budget"]["allocation"]["fallback"] == ["resnet18"]
 
 
+def test_a_fallback_s_calibration_error_is_not_taken_for_the_host_s_drift(toml, fake_study, tmp_path, monkeypatch):
+    """ResNet18's fallback is priced from its calibration (3000 img/s with the sweep's ratio) and its finals run at
+    1000: ratio 1/3. ShuffleNetV2's finals then run at their sweep's speed (ratio 1). MobileNetV2's re-plan uses
+    ShuffleNetV2's ratio alone; ShuffleNetV2's, with no sweep-priced final before it, ResNet18's."""
+    import cifarbench.study.plan as plan
+
+    monkeypatch.setattr(plan, "_steps_per_image", lambda model, stem, *a, **k: 1 / 1500 if stem == "imagenet" else 1 / 500)
+    text = (BUDGETED.format(top="").replace("budget_share = 3", FALLBACK.format(below=31))
+            + '\n[[models]]\nname = "mobilenet_v2_x0_5"\ngrid = [{ name = "sgd", opt = "sgd", lr = 0.1 }]\n')
+    res = run_study(toml(text=text), output=tmp_path / "study", train_fn=_finals_at(1.0),
+                    evaluate_fn=studyfakes.evaluate, device="cpu", budget="40s")
+    a = res["budget"]["allocation"]
+    assert res["ok"] and a["fallback"] == ["resnet18"]
+    ratios = {r["model"]: r["speed_ratio"] for r in a["replans"]}
+    assert ratios == {"shufflenet_v2_x0_5": pytest.approx(1 / 3, abs=1e-3), "mobilenet_v2_x0_5": 1.0}
+
+
 def test_runs_in_flight_keep_their_lanes_busy():
     assert schedule_s([10, 10], 2, busy=[5]) == 15
     # 2 lanes of 100 s, one taken for 50 s more: 150 run-s left, but the runs must fit the lanes: 5 epochs each

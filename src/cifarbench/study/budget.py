@@ -42,8 +42,9 @@ from validation figures); the test split plays no part.
    (BENCHMARKS.md, "A budget fallback"). The fallback's speed is its calibration, scaled by the sweep/
    calibration ratio, and step 2 runs again with it. The sweep's winner (its learning rate) carries over.
 3. When a model's first final is about to start (``replan``), its epochs are decided again, from what the
-   finals so far measured: the median ratio of their images/s to the speed step 2 used rescales the epoch
-   cost of this model and the ones after it, and step 2's allocation runs on them for the time left, with
+   finals so far measured: the median ratio of their images/s to the speed step 2 used (over the finals of
+   models priced from their sweep where one has finished: a fallback's calibration error is not the host's
+   drift) rescales the epoch cost of this model and the ones after it, and step 2's allocation runs on them for the time left, with
    the lanes that runs in flight still hold (their predicted time at the ratio, less the time they have run).
    A slower machine (another job started) so cuts the later models' epochs, and a faster one (this project's
    2-core hosts vary by +-20 % over minutes: BENCHMARKS.md, run 8) gives them the time step 2 left over.
@@ -104,7 +105,8 @@ RULE = [
     "priced by their own calibration scaled by the sweep/calibration ratio, and the epochs are set again; decided "
     "once, after the sweep (re-plans keep it).",
     "When each later model's finals start, its epochs are decided again the same way, for the time left, with "
-    "the speeds rescaled by the finished finals' measured speed over the speed the plan used.",
+    "the speeds rescaled by the finished finals' measured speed over the speed the plan used (the median ratio; "
+    "over the finals of models whose speed came from their sweep, where one has finished).",
     "Each decision is made once and stored in study.json; the test split plays no part.",
 ]
 
@@ -552,7 +554,8 @@ def fallback_models(state) -> set[str]:
 
 
 def fallback_text(row: dict) -> str:
-    """' with stem = "imagenet" (budget_fallback: cifar-s2 1 epoch(s) < 2)' for a row the fallback moved, else ''."""
+    """' with stem = "imagenet" (budget_fallback: the study file's config got 1 epoch(s), fewer than 2)' for a row
+    the fallback moved, else ''."""
     fb = row.get("fallback")
     if not fb:
         return ""
@@ -586,7 +589,7 @@ def replan(state, model: str, in_flight: list[tuple[str, float]]) -> dict[str, i
     started = any((state.dir / e["run"] / "config.json").exists() for e in state.model(model).get("finals") or [])
     rows = {r["model"]: r for r in a["models"]}
     later = names[names.index(model):]
-    ratios = []
+    ratios, from_sweep = [], []
     for name in names[:names.index(model)]:
         for e in state.model(name).get("finals") or []:
             try:
@@ -595,6 +598,13 @@ def replan(state, model: str, in_flight: list[tuple[str, float]]) -> dict[str, i
                 continue
             if e.get("state") == "complete" and ips:
                 ratios.append(float(ips) / rows[name]["images_per_sec"])
+                if rows[name]["source"].startswith("sweep"):
+                    from_sweep.append(ratios[-1])
+    # The ratio stands for the host's drift since the sweep. A model priced from its calibration alone (a fallback
+    # config no sweep ran) also carries that few-step measurement's own error (quick study run 13: ResNet18's
+    # fallback ran at 0.89x its calibration while the small models' finals ran 1.2x faster than their sweeps),
+    # so its finals count only when no model priced from its sweep has finished one.
+    ratios = from_sweep or ratios
     if ratios and not started:  # a run that started keeps its config (an older study.json has no "fixed")
         ratio, now, elapsed = statistics.median(ratios), time.monotonic(), state.wall_s()
         busy = [rows[m]["predicted_run_s"] / ratio - (now - t0) for m, t0 in in_flight]
