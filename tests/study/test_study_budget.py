@@ -322,7 +322,7 @@ def test_a_model_the_budget_gives_too_few_epochs_trains_with_its_fallback(toml, 
         return
     r18 = rows["resnet18"]
     assert a["fallback"] == ["resnet18"] and ("resnet18", "imagenet") in fake_study
-    assert r18["fallback"] == {"fields": {"stem": "imagenet"}, "below_epochs": 23, "file_epochs": 22,
+    assert r18["fallback"] == {"fields": {"stem": "imagenet"}, "below_epochs": 23, "as_toml": 'stem = "imagenet"', "file_epochs": 22,
                                "file_train_subset": None, "file_images_per_sec": 1000.0}
     assert r18["calibrated_images_per_sec"] == 1500 and r18["images_per_sec"] == 3000  # x the sweep's ratio 2
     assert r18["source"] == "calibration x 2.00 (the sweep/calibration ratio)"

@@ -38,12 +38,6 @@ def _actual_run_s(study: Study, model: str) -> float | None:
     return None
 
 
-def _fields(fb: dict) -> str:
-    """A budget_fallback's fields as the study file writes them: stem = "imagenet"."""
-    return ", ".join(f'{k} = "{v}"' if isinstance(v, str) else f"{k} = {str(v).lower() if isinstance(v, bool) else v}"
-                     for k, v in fb["fields"].items())
-
-
 def subset_note(study: Study) -> str:
     """Sentences for the results table when the budget moved some finals to their budget_fallback config or trained
     them on part of the training images, else ""."""
@@ -52,7 +46,7 @@ def subset_note(study: Study) -> str:
     moved = [r for r in a.get("models", []) if r.get("fallback")]
     if moved:
         out += (" Under the time budget, these finals trained with their study file's budget_fallback instead of its "
-                "config: " + "; ".join(f"{r['model']} with {_fields(r['fallback'])}" for r in moved)
+                "config: " + "; ".join(f"{r['model']} with {r['fallback']['as_toml']}" for r in moved)
                 + " (section \"Time budget\").")
     cut = [r for r in a.get("models", []) if r.get("train_subset")]
     if cut:
@@ -81,7 +75,8 @@ def budget_blocks(study: Study) -> list:
         return out
     rows = []
     for r in a["models"]:
-        rows.append([r["model"] + (" (fallback)" if r.get("fallback") else ""), f"{r['share']:.2f}", f"{r['calibrated_images_per_sec']:.0f}",
+        rows.append([r["model"] + (" (fallback)" if r.get("fallback") else ""), f"{r['share']:.2f}",
+                     f"{r['calibrated_images_per_sec']:.0f}",
                      f"{r['images_per_sec']:.0f}", r["source"], f"{r['epoch_s']:.1f}",
                      _ep(r["epochs"], r.get("train_subset"), r["cap"]), f"{r['predicted_run_s']:.0f}",
                      _secs(_actual_run_s(study, r["model"]))])
@@ -106,7 +101,7 @@ def budget_blocks(study: Study) -> list:
             fb = r["fallback"]
             notes.append(f"{r['model']}: the rule gave the study file's config {_ep(fb['file_epochs'], fb.get('file_train_subset'))} "
                          f"epoch(s) at {fb['file_images_per_sec']:.0f} img/s, fewer than its budget_fallback's "
-                         f"below_epochs = {fb['below_epochs']}, so its finals trained with {_fields(fb)} instead "
+                         f"below_epochs = {fb['below_epochs']}, so its finals trained with {fb['as_toml']} instead "
                          "(the row marked \"(fallback)\": its speed and epochs).")
     for r in a.get("replans") or []:
         after = _ep(r["epochs"][r["model"]], (r.get("train_subset") or {}).get(r["model"]))

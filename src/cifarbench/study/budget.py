@@ -448,18 +448,22 @@ def _plan(spec, budget_s: float, elapsed_s: float, speeds: Speeds, d, jobs: int,
     switch = {m.name: next(r for r in rows if r["model"] == m.name) for m in spec.models if m.budget_fallback
               and (alloc["epochs"][m.name] if not subsets[m.name] else 0) < m.fallback_below}
     if switch:
+        from cifarbench.study.spec import _toml_value
+
         costs, rows, reserve, alloc, subsets = fit(frozenset(switch))
         for r in rows:
             if r["model"] in switch:
                 before, m = switch[r["model"]], spec.model(r["model"])
                 r["fallback"] = {"fields": dict(m.budget_fallback), "below_epochs": m.fallback_below,
+                                 # as the study file writes them, for the log and the report (which reads files)
+                                 "as_toml": ", ".join(f"{k} = {_toml_value(v)}" for k, v in m.budget_fallback.items()),
                                  "file_epochs": before["epochs"], "file_train_subset": before.get("train_subset"),
                                  "file_images_per_sec": before["images_per_sec"]}
     return {"elapsed_s": round(elapsed_s, 1), "reserve_s": round(reserve, 1), "final_s": round(alloc["final_s"], 1),
             "predicted_final_s": round(alloc["predicted_final_s"], 1),
             "predicted_total_s": round(elapsed_s + alloc["predicted_final_s"] + reserve, 1), "fits": alloc["fits"],
             "lanes": lanes, "seeds": len(spec.seeds), "epochs": alloc["epochs"], "train_subset": subsets,
-            "fallback": sorted(switch, key=[m.name for m in spec.models].index), "models": rows}
+            "fallback": list(switch), "models": rows}  # switch is in the study's model order
 
 
 def _record(alloc: dict, costs: list[ModelCost], rows: list[dict]) -> dict[str, int | None]:
@@ -559,10 +563,7 @@ def fallback_text(row: dict) -> str:
     fb = row.get("fallback")
     if not fb:
         return ""
-    from cifarbench.study.spec import _toml_value
-
-    fields = ", ".join(f"{k} = {_toml_value(v)}" for k, v in fb["fields"].items())
-    return (f" with {fields} (budget_fallback: the study file's config got "
+    return (f" with {fb['as_toml']} (budget_fallback: the study file's config got "
             f"{_epochs_text(fb['file_epochs'], fb.get('file_train_subset'))}, fewer than {fb['below_epochs']})")
 
 
