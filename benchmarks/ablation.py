@@ -38,6 +38,7 @@ ARMS = {
     # lighter augmentation: these runs underfit (train accuracy stays below validation accuracy)
     "crop-pad-2": {"crop_pad": 2},
     "flip-only": {"augment": "flip"},
+    "alternate-flip": {"flip": "alternate"},  # each image mirrored in every other epoch, not at random
     "label-smoothing-0.2": {"label_smoothing": 0.2},
     "batch-32": {"batch_size": 32, "lr": None},  # lr None: half the base lr (same lr per image)
     "no-dropout": {"model_kwargs": {"dropout": 0.0}},  # MobileNetV2's classifier dropout (0.2) off

@@ -134,6 +134,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", choices=["crop-flip", "flip", "none"], default=S)
     p.add_argument("--crop-pad", type=int, default=S, metavar="PX",
                    help="crop-flip's zero padding per side before the random crop (default 4)")
+    p.add_argument("--flip", choices=["random", "alternate"], default=S,
+                   help="mirror each image at random every epoch (default), or at random in the first epoch and "
+                        "then in every other epoch (alternate: each pair of epochs sees both views)")
     p.add_argument("--cutout", type=int, default=S, metavar="PX",
                    help="one PX x PX square per training image set to the mean colour, on the device")
     p.add_argument("--prog-res", type=int, default=S, metavar="PX",

@@ -23,6 +23,7 @@ from cifarbench.models import STEMS  # the one definition, torch-free
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 SCHEDULES = ("plateau", "cosine", "onecycle", "step", "none")
+FLIPS = ("random", "alternate")  # --flip
 DEVICES = ("auto", "cpu", "cuda", "mps")
 TTA_MODES = ("none", "flip", "flip-translate")
 # forward passes per image that --tta adds to a plain evaluation (its first view is the plain forward, shared)
@@ -63,6 +64,9 @@ class TrainConfig:
     train_subset: int | None = None  # stratified subset of the training split, for quick runs
     augment: str = "crop-flip"  # crop-flip | flip | none
     crop_pad: int = 4  # crop-flip: random crop of the image zero-padded by this many px per side (4: the CIFAR standard)
+    # random: each image mirrored with probability 1/2 in every epoch; alternate: at random in the first epoch,
+    # then each image mirrored exactly in the epochs it was not in the one before (a short run sees both views)
+    flip: str = "random"
     cutout: int = 0  # side in pixels of a square set to the mean colour, one per training image (0: off)
     # progressive resizing: training starts at prog_res px and grows linearly to the run's resolution at
     # fraction prog_res_end of its training steps (0: off; evaluation is always at the run's resolution)
@@ -130,6 +134,8 @@ class TrainConfig:
             bad(f"--device {self.device!r}: choose one of {', '.join(DEVICES)} (or cuda:N)")
         if self.augment not in ("crop-flip", "flip", "none"):
             bad(f"augment {self.augment!r}: choose crop-flip, flip or none")
+        if self.flip not in FLIPS:
+            bad(f"--flip {self.flip!r}: choose {' or '.join(FLIPS)}")
         if not 0 <= self.crop_pad <= 16:
             bad(f"--crop-pad {self.crop_pad}: must be in [0, 16]")
         if self.prog_res and self.prog_res < 8:

@@ -145,3 +145,31 @@ def test_loader_trains_each_step_at_its_scheduled_size_evaluates_at_full_and_res
     # evaluation ignores the schedule: always the run's resolution
     x, _ = next(iter(_loader(train=False, res_schedule=at)))
     assert x.shape[-1] == 8
+
+
+def _mirrored(loader, epoch):
+    """{image index: mirrored?} for one epoch: each image's bright pixel sits in the left half unless mirrored."""
+    loader.set_epoch(epoch)
+    x, y = next(iter(loader))
+    return dict(zip(y.tolist(), (x[:, 0, :, 5:] > 100).flatten(1).any(1).tolist())), x, y
+
+
+def test_alternate_flip_mirrors_each_image_in_every_other_epoch_and_keeps_the_other_draws():
+    n = 64
+    images = torch.zeros(n, 1, 10, 10, dtype=torch.uint8)
+    images[:, :, 4, 2] = 200  # any crop shift of <= 2 px keeps it in the image's left half (its right if mirrored)
+    labels = torch.arange(n)  # the label names the image
+    kw = dict(batch_size=n, train=True, device="cpu", mean=(0.0,), std=(1 / 255,), seed=5, crop_pad=2)
+    alt, rnd = DeviceLoader(images, labels, flip="alternate", **kw), DeviceLoader(images, labels, **kw)
+    first, x0, y0 = _mirrored(alt, 0)
+    assert 0 < sum(first.values()) < n
+    assert _mirrored(rnd, 0)[0] == first and torch.equal(_mirrored(rnd, 0)[1], x0)  # epoch 0: random's draws
+    for epoch in (1, 2, 3):
+        seen, x, y = _mirrored(alt, epoch)
+        assert seen == {i: m != bool(epoch % 2) for i, m in first.items()}  # inverted in odd epochs
+        # the permutation and the crops are random's, only the mirroring differs
+        other, xr, yr = _mirrored(rnd, epoch)
+        assert torch.equal(y, yr)
+        differs = torch.tensor([seen[i] != other[i] for i in y.tolist()]).view(-1, 1, 1, 1)
+        assert torch.equal(x, torch.where(differs, xr.flip(3), xr))
+    assert sum(a != b for a, b in zip(_mirrored(rnd, 1)[0].values(), first.values())) < n  # random: no inversion

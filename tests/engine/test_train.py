@@ -82,6 +82,7 @@ def test_existing_run_needs_resume(tmp_path, tiny_splits):
     (dict(prog_res=12), "--prog-res 12: must be smaller than the training resolution \\(12 px\\)"),
     (dict(prog_res=4), "--prog-res 4: must be 0"),
     (dict(prog_res=8, prog_res_end=0.0), "--prog-res-end 0.0"),
+    (dict(flip="sometimes"), "--flip 'sometimes': choose random or alternate"),
 ])
 def test_impossible_configs_are_refused_before_work(tmp_path, tiny_splits, changes, message):
     with pytest.raises(CifarbenchError, match=message):

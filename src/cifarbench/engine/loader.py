@@ -57,7 +57,7 @@ class DeviceLoader:
                  device: torch.device | str, mean, std, resolution: int | None = None,
                  augment: str = "crop-flip", seed: int = 0, rank: int = 0, world_size: int = 1,
                  channels_last: bool = False, cutout: int = 0, crop_pad: int = PAD,
-                 res_schedule: Callable[[int, int], int] | None = None):
+                 res_schedule: Callable[[int, int], int] | None = None, flip: str = "random"):
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"DeviceLoader wants uint8 N×C×H×W images, got {images.dtype} {tuple(images.shape)}")
         self.device = torch.device(device)
@@ -67,6 +67,7 @@ class DeviceLoader:
         self.resolution, self.augment, self.seed = resolution, augment, seed
         self.rank, self.world_size = rank, world_size
         self.channels_last, self.cutout, self.pad = channels_last, cutout, crop_pad
+        self.flip = flip  # "random" | "alternate" (--flip)
         self.res_schedule = res_schedule if train else None  # (epoch, step) -> px: progressive resizing
         c = images.shape[1]
         mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, c, 1, 1)
@@ -88,7 +89,13 @@ class DeviceLoader:
         n = len(self.labels)
         g = epoch_generator(self.seed, self.epoch)
         perm = torch.randperm(n, generator=g)
-        flip = torch.rand(n, generator=g) < 0.5
+        flip = torch.rand(n, generator=g) < 0.5  # drawn in both modes: the crops stay the same draws
+        if self.flip == "alternate" and self.epoch:
+            # the first epoch's draws, inverted in every odd epoch: over any two epochs each image is seen once
+            # mirrored and once not, where random flips show half of the images the same way twice
+            g0 = epoch_generator(self.seed, 0)
+            torch.randperm(n, generator=g0)
+            flip = (torch.rand(n, generator=g0) < 0.5) ^ bool(self.epoch % 2)
         offs = torch.randint(0, 2 * self.pad + 1, (2, n), generator=g)
         # drawn only when on, and after the others: runs without cutout keep their exact random stream
         centres = None

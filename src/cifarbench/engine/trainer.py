@@ -319,7 +319,7 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
     eval_model = ema.module if ema is not None else model  # what validation, selection and best.pt's eval use
     train_loader = DeviceLoader(splits.train.images, splits.train.labels, cfg.batch_size, True, device,
                                 splits.mean, splits.std, cfg.resolution, cfg.augment, cfg.seed,
-                                ctx.rank, ctx.world_size, cfg.channels_last, cfg.cutout, cfg.crop_pad)
+                                ctx.rank, ctx.world_size, cfg.channels_last, cfg.cutout, cfg.crop_pad, flip=cfg.flip)
     val_loader = DeviceLoader(splits.val.images, splits.val.labels, cfg.eval_batch_size, False, device,
                               splits.mean, splits.std, cfg.resolution, rank=ctx.rank,
                               world_size=ctx.world_size, channels_last=cfg.channels_last)
