@@ -348,6 +348,23 @@ def test_a_model_the_budget_gives_too_few_epochs_trains_with_its_fallback(toml, 
     assert _run(toml(text=text), out, budget="30s")["budget"]["allocation"]["fallback"] == ["resnet18"]
 
 
+def test_a_fallback_with_its_own_epochs_is_capped_by_them(toml, fake_study, tmp_path, monkeypatch):
+    """The quick preset caps ResNet18's cifar-s2 finals at 3 epochs and its imagenet fallback at 4: a fallback's
+    ``epochs`` field is its cap, in place of the file's final epochs (30 here; without the field the fallback
+    gets all 30, as in the test above)."""
+    import cifarbench.study.plan as plan
+
+    monkeypatch.setattr(plan, "_steps_per_image", lambda model, stem, *a, **k: 1 / 1500 if stem == "imagenet" else 1 / 500)
+    out = tmp_path / "study"
+    text = BUDGETED.format(top="").replace(
+        "budget_share = 3", 'budget_share = 3\nbudget_fallback = { stem = "imagenet", below_epochs = 23, epochs = 26 }')
+    res = _run(toml(text=text), out, budget="30s")
+    a = res["budget"]["allocation"]
+    r18 = next(r for r in a["models"] if r["model"] == "resnet18")
+    assert res["ok"] and a["fallback"] == ["resnet18"] and r18["cap"] == 26 and a["epochs"]["resnet18"] == 26
+    assert read_json(out / "final/resnet18/seed0/config.json")["epochs"] == 26
+
+
 def test_a_fallback_s_calibration_error_is_not_taken_for_the_host_s_drift(toml, fake_study, tmp_path, monkeypatch):
     """ResNet18's fallback is priced from its calibration (3000 img/s with the sweep's ratio) and its finals run at
     1000: ratio 1/3. ShuffleNetV2's finals then run at their sweep's speed (ratio 1). MobileNetV2's re-plan uses

@@ -72,7 +72,11 @@ def test_a_budget_fallback_changes_only_the_finals_it_is_asked_for(tmp_path):
     cfg = spec.run_config(m, "final", {"lr": 0.2}, fallback=True)  # over the model's own stage table
     assert (cfg.stem, cfg.lr, cfg.epochs) == ("imagenet", 0.2, 5)
     assert spec.run_config(m, "sweep", {}, fallback=True).stem == "imagenet" and spec.run_config(m, "sweep", {}).stem == "cifar"
-    assert load_spec("quick").model("resnet18").budget_fallback == {"stem": "imagenet"}
+    quick = load_spec("quick")
+    assert quick.model("resnet18").budget_fallback == {"stem": "imagenet", "epochs": 4}
+    # the fallback's own epochs are its cap (budget.py), the file's cifar-s2 finals keep theirs
+    assert quick.run_config("resnet18", "final", {}, fallback=True).epochs == 4
+    assert quick.run_config("resnet18", "final", {}).epochs == 3
 
 
 @pytest.mark.parametrize("text, words", [
@@ -157,7 +161,7 @@ def test_epochs_scale_and_cap_every_stage():
     assert paper.with_override({}) is paper and "override" not in paper.raw  # no flag: the study is unchanged
     # per-model stage epochs (the quick preset's finals) are listed per group of models
     quick = load_spec("quick").with_override({"max_epochs": 4})
-    assert quick.deviations() == ["epochs capped at 4: sweep 1 -> 1, final 4 -> 4 (resnet18), 6 -> 4 "
+    assert quick.deviations() == ["epochs capped at 4: sweep 1 -> 1, final 3 -> 3 (resnet18), 6 -> 4 "
                                   "(mobilenet_v2_x0_5), 8 -> 4 (shufflenet_v2_x0_5)"]
 
 
