@@ -73,10 +73,14 @@ def test_a_budget_fallback_changes_only_the_finals_it_is_asked_for(tmp_path):
     assert (cfg.stem, cfg.lr, cfg.epochs) == ("imagenet", 0.2, 5)
     assert spec.run_config(m, "sweep", {}, fallback=True).stem == "imagenet" and spec.run_config(m, "sweep", {}).stem == "cifar"
     quick = load_spec("quick")
-    assert quick.model("resnet18").budget_fallback == {"stem": "imagenet", "epochs": 4}
+    assert quick.model("resnet18").budget_fallback == {"stem": "imagenet", "epochs": 4, "label_smoothing": 0.1}
     # the fallback's own epochs are its cap (budget.py), the file's cifar-s2 finals keep theirs
     assert quick.run_config("resnet18", "final", {}, fallback=True).epochs == 4
     assert quick.run_config("resnet18", "final", {}).epochs == 3
+    # ResNet18's cifar-s2 recipe smooths labels by 0.2 (sweep and finals alike), its fallback keeps the measured 0.1
+    assert [quick.run_config("resnet18", st, {}).label_smoothing for st in ("sweep", "final")] == [0.2, 0.2]
+    assert quick.run_config("resnet18", "final", {}, fallback=True).label_smoothing == 0.1
+    assert quick.run_config("mobilenet_v2_x0_5", "final", {}).label_smoothing == 0.1
 
 
 @pytest.mark.parametrize("text, words", [
