@@ -69,7 +69,7 @@ def test_quick_plan_rows():
     assert len(p["sweep"]) == 6 and len(p["final"]) == 3
     assert [r["train_subset"] for r in p["sweep"]] == [5000] * 2 + [10000] * 4 and {r["epochs"] for r in p["sweep"]} == {1}
     assert [r["stem"] for r in p["final"]] == ["cifar-s2"] * 3
-    assert [r["epochs"] for r in p["final"]] == [4, 6, 8]  # per-model final stage tables (the budget's caps)
+    assert [r["epochs"] for r in p["final"]] == [3, 6, 8]  # per-model final stage tables (the budget's caps)
     assert [r["lr"] for r in p["final"]] == ["best"] * 3 and [r["seed"] for r in p["final"]] == ["0 1"] * 3
 
 
