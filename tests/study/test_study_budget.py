@@ -296,7 +296,7 @@ def test_a_budget_too_short_for_one_epoch_trains_the_finals_on_subsets(toml, fak
     assert f"trained on a stratified subset: shufflenet_v2_x0_5 1 epoch(s) on {subset:,} of 256 images" in subset_note(load_study(out))
 
 
-FALLBACK = 'budget_share = 3\nbudget_fallback = {{ stem = "imagenet", below_epochs = {below} }}'
+FALLBACK = 'budget_share = 3\nbudget_fallback = {{ stem = "imagenet", below_epochs = {below}{more} }}'
 
 
 @pytest.mark.parametrize("below", [23, 22])
@@ -310,7 +310,7 @@ def test_a_model_the_budget_gives_too_few_epochs_trains_with_its_fallback(toml, 
     monkeypatch.setattr(plan, "_steps_per_image", lambda model, stem, *a, **k: fake_study.append((model, stem))
                         or (1 / 1500 if stem == "imagenet" else 1 / 500))
     out = tmp_path / "study"
-    text = BUDGETED.format(top="").replace("budget_share = 3", FALLBACK.format(below=below))
+    text = BUDGETED.format(top="").replace("budget_share = 3", FALLBACK.format(below=below, more=""))
     res = _run(toml(text=text), out, budget="30s")
     a = res["budget"]["allocation"]
     rows = {r["model"]: r for r in a["models"]}
@@ -356,8 +356,7 @@ def test_a_fallback_with_its_own_epochs_is_capped_by_them(toml, fake_study, tmp_
 
     monkeypatch.setattr(plan, "_steps_per_image", lambda model, stem, *a, **k: 1 / 1500 if stem == "imagenet" else 1 / 500)
     out = tmp_path / "study"
-    text = BUDGETED.format(top="").replace(
-        "budget_share = 3", 'budget_share = 3\nbudget_fallback = { stem = "imagenet", below_epochs = 23, epochs = 26 }')
+    text = BUDGETED.format(top="").replace("budget_share = 3", FALLBACK.format(below=23, more=", epochs = 26"))
     res = _run(toml(text=text), out, budget="30s")
     a = res["budget"]["allocation"]
     r18 = next(r for r in a["models"] if r["model"] == "resnet18")
@@ -372,7 +371,7 @@ def test_a_fallback_s_calibration_error_is_not_taken_for_the_host_s_drift(toml, 
     import cifarbench.study.plan as plan
 
     monkeypatch.setattr(plan, "_steps_per_image", lambda model, stem, *a, **k: 1 / 1500 if stem == "imagenet" else 1 / 500)
-    text = (BUDGETED.format(top="").replace("budget_share = 3", FALLBACK.format(below=31))
+    text = (BUDGETED.format(top="").replace("budget_share = 3", FALLBACK.format(below=31, more=""))
             + '\n[[models]]\nname = "mobilenet_v2_x0_5"\ngrid = [{ name = "sgd", opt = "sgd", lr = 0.1 }]\n')
     res = run_study(toml(text=text), output=tmp_path / "study", train_fn=_finals_at(1.0),
                     evaluate_fn=studyfakes.evaluate, device="cpu", budget="40s")
