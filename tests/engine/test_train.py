@@ -272,6 +272,30 @@ def test_ema_run_selects_and_saves_the_average_and_reports_tta_beside_plain(tmp_
     assert "plain" in res["accuracy_convention"] and "EMA" in res["accuracy_convention"]
 
 
+@pytest.mark.parametrize("best_is_last", [True, False])
+def test_the_last_epochs_validation_pass_gives_val_tta_when_that_epoch_is_kept(tmp_path, tiny_splits, monkeypatch,
+                                                                                best_is_last):
+    calls, real = [], train_mod.evaluate
+
+    def spy(model, loader, *a, tta="none", **kw):
+        r = real(model, loader, *a, tta=tta, **kw)
+        calls.append((len(loader.images), tta))
+        if len(calls) == (1 if best_is_last else 2):  # that epoch scores lowest: best.pt keeps the other one
+            r = {**r, "acc": -1.0}
+        return r
+
+    monkeypatch.setattr(train_mod, "evaluate", spy)
+    res = train(_cfg(tmp_path, tta="flip"), splits=tiny_splits)
+    n_val, n_test = len(tiny_splits.val), len(tiny_splits.test)
+    # plain in epoch 1, plain + mirror in epoch 2 (the last); a second val pass only when another epoch is kept
+    again = [(n_val, "flip")] if not best_is_last else []
+    assert calls == [(n_val, "none"), (n_val, "flip"), *again, (n_test, "flip")]
+    assert res["best_epoch"] == (2 if best_is_last else 1)
+    monkeypatch.setattr(train_mod, "evaluate", real)
+    monkeypatch.setattr(train_mod, "load_splits", lambda cfg: tiny_splits)
+    assert evaluate_run(tmp_path / "run", split="val")["acc_tta"] == res["val_acc_tta"]  # best.pt's own figure
+
+
 @pytest.mark.parametrize("amx", [True, False])
 def test_amp_on_a_bf16_cpu_routes_small_map_convs_through_matmuls_and_records_it(tmp_path, tiny_splits, monkeypatch, amx):
     from cifarbench.engine import cpu_conv

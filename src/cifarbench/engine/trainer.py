@@ -397,6 +397,7 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
         }, out / name)
 
     status = "finished"
+    last_val_tta = None  # (epoch, val TTA accuracy) from the last epoch's validation pass
     with _stop_on_signals(main or not ctx.enabled) as flag:
         for epoch in range(state["epoch"], cfg.epochs):
             train_loader.set_epoch(epoch)
@@ -431,8 +432,13 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
                 ctx.average_buffers(m)
             # the bare model, not the DDP wrapper: its forward would broadcast buffers, and ranks
             # may hold different numbers of validation images
-            val = (evaluate(eval_model, val_loader, eval_criterion, splits.num_classes, amp=cfg.amp, ctx=ctx)
+            # the last epoch's pass also takes the TTA views: when that epoch is the one kept (one-cycle: nearly
+            # always), the final val_acc_tta then costs no second pass over the plain view
+            tta = cfg.tta if epoch + 1 == cfg.epochs else "none"
+            val = (evaluate(eval_model, val_loader, eval_criterion, splits.num_classes, amp=cfg.amp, ctx=ctx, tta=tta)
                    if len(splits.val) else None)
+            if val and val["acc_tta"] is not None:
+                last_val_tta = (epoch + 1, val["acc_tta"])
             row = {"epoch": epoch + 1, "train_loss": round(loss_sum / count, 5), "train_acc": round(100 * correct / count, 3),
                    "val_loss": round(val["loss"], 5) if val else None, "val_acc": round(val["acc"], 3) if val else None,
                    "lr": optimizer.param_groups[0]["lr"], "epoch_time": round(epoch_time, 3),
@@ -475,7 +481,10 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
         if len(splits.val):  # best.pt holds the weights of that epoch: its validation figures are in the history
             best_row = history[state["best_epoch"] - 1]
             results.update(val_acc=best_row["val_acc"], val_loss=best_row["val_loss"])
-            if cfg.tta != "none":
+            loaded = state["best_epoch"] if best.name == "best.pt" else len(history)
+            if cfg.tta != "none" and last_val_tta is not None and last_val_tta[0] == loaded:
+                results["val_acc_tta"] = round(last_val_tta[1], 3)  # the same weights' figure, from that epoch's pass
+            elif cfg.tta != "none":
                 v = evaluate(model, val_loader, eval_criterion, splits.num_classes, amp=cfg.amp, ctx=ctx, tta=cfg.tta)
                 results["val_acc_tta"] = round(v["acc_tta"], 3)
         if cfg.eval_test:

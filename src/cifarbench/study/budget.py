@@ -91,7 +91,7 @@ RULE = [
     "Speed per model: the median images/s of its own sweep runs with the same settings, else its calibration "
     "scaled by the other models' sweep/calibration ratio.",
     f"Epoch cost = (training images + {EVAL_COST:.2f} x validation images) / speed; per-run overhead from the "
-    f"sweep runs (else {RUN_OVERHEAD_S:g} s), plus the final validation pass over the TTA views with --tta.",
+    f"sweep runs (else {RUN_OVERHEAD_S:g} s), plus the TTA views of the last epoch's validation pass with --tta.",
     "epochs = floor((share x runs side by side x T / seeds - overhead) / epoch cost), at least 1 (warm-up + 1), "
     "at most the study file's final epochs; shares are the study file's budget_share (default equal).",
     "Then the finals' schedule (models in order, seeds inside, each run on the first free slot) is fitted to T: "
@@ -410,8 +410,8 @@ def _final_costs(spec, params: Callable[[str], dict], speeds: Speeds, d, jobs: i
             source = f"calibration x {scale:.2f} (the sweep/calibration ratio)" if ratios else "calibration"
         train, val = _images(cfg, d)
         overhead = statistics.median(over) if over else RUN_OVERHEAD_S
-        views = TTA_VIEWS[cfg.get("tta") or "none"]  # a final with --tta evaluates val again at the end, over
-        overhead += (1 + views) * EVAL_COST * val / speed if views else 0.0  # the plain view and the TTA views
+        views = TTA_VIEWS[cfg.get("tta") or "none"]  # a final with --tta adds its TTA views to the last epoch's
+        overhead += views * EVAL_COST * val / speed  # validation pass (the plain view is in the epoch's cost)
         low = min(cfg["epochs"], math.floor(cfg.get("warmup_epochs") or 0) + 1)  # validate: warm-up < epochs
         cost = ModelCost.from_speed(m.name, speed, train, val, overhead_s=overhead, share=m.budget_share,
                                     cap=cfg["epochs"], min_epochs=low)
