@@ -481,12 +481,14 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
         if len(splits.val):  # best.pt holds the weights of that epoch: its validation figures are in the history
             best_row = history[state["best_epoch"] - 1]
             results.update(val_acc=best_row["val_acc"], val_loss=best_row["val_loss"])
-            loaded = state["best_epoch"] if best.name == "best.pt" else len(history)
-            if cfg.tta != "none" and last_val_tta is not None and last_val_tta[0] == loaded:
-                results["val_acc_tta"] = round(last_val_tta[1], 3)  # the same weights' figure, from that epoch's pass
-            elif cfg.tta != "none":
-                v = evaluate(model, val_loader, eval_criterion, splits.num_classes, amp=cfg.amp, ctx=ctx, tta=cfg.tta)
-                results["val_acc_tta"] = round(v["acc_tta"], 3)
+            if cfg.tta != "none":
+                loaded = state["best_epoch"] if best.name == "best.pt" else len(history)
+                if last_val_tta is not None and last_val_tta[0] == loaded:  # the same weights, from that epoch's pass
+                    acc_tta = last_val_tta[1]
+                else:
+                    acc_tta = evaluate(model, val_loader, eval_criterion, splits.num_classes, amp=cfg.amp, ctx=ctx,
+                                       tta=cfg.tta)["acc_tta"]
+                results["val_acc_tta"] = round(acc_tta, 3)
         if cfg.eval_test:
             test_loader = DeviceLoader(splits.test.images, splits.test.labels, cfg.eval_batch_size, False, device,
                                        splits.mean, splits.std, cfg.resolution, rank=ctx.rank,
