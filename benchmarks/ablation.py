@@ -46,6 +46,10 @@ ARMS = {
     # progressive resizing: 16 (or 24) px growing to 32 over the first 75 % of the steps (--prog-res)
     "prog-res-16": {"prog_res": 16},
     "prog-res-24": {"prog_res": 24},
+    # issue 12's "anything else": Lookahead at timm's defaults (alpha 0.5, k 6), mixup and CutMix at CIFAR's usual alphas
+    "lookahead": {"lookahead": True},
+    "mixup-0.2": {"mixup": 0.2},
+    "cutmix-1.0": {"cutmix": 1.0},
 }
 
 

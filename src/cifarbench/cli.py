@@ -139,6 +139,11 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                         "then in every other epoch (alternate: each pair of epochs sees both views)")
     p.add_argument("--cutout", type=int, default=S, metavar="PX",
                    help="one PX x PX square per training image set to the mean colour, on the device")
+    p.add_argument("--mixup", type=float, default=S, metavar="ALPHA",
+                   help="mixup with Beta(ALPHA, ALPHA) weights, each batch with itself reversed (default 0: off)")
+    p.add_argument("--cutmix", type=float, default=S, metavar="ALPHA", help="CutMix likewise (default 0: off)")
+    p.add_argument("--mixup-switch-prob", type=float, default=S, metavar="P",
+                   help="with both on, the share of batches that use CutMix (default 0.5)")
     p.add_argument("--prog-res", type=int, default=S, metavar="PX",
                    help="progressive resizing: train from PX px, growing to the full resolution (default 0: off)")
     p.add_argument("--prog-res-end", type=float, default=S, metavar="FRAC",
@@ -150,6 +155,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-smoothing", type=float, default=S)
     p.add_argument("--wd-norm-bias", action=argparse.BooleanOptionalAction, default=S,
                    help="weight decay on norm weights and biases too (default); --no-wd-norm-bias exempts them")
+    p.add_argument("--lookahead", action="store_true", default=S,
+                   help="Lookahead around the optimizer (timm: --opt lookahead_*); synced at every epoch's end")
+    p.add_argument("--lookahead-alpha", type=float, default=S, help="Lookahead's step toward the fast weights (0.5)")
+    p.add_argument("--lookahead-k", type=int, default=S, help="optimizer steps between Lookahead's updates (6)")
     p.add_argument("--model-ema", action="store_true", default=S,
                    help="keep an exponential moving average of the weights; evaluate and select with it")
     p.add_argument("--model-ema-decay", type=float, default=S, help="EMA decay (default 0.999, warmed up)")

@@ -68,6 +68,11 @@ class TrainConfig:
     # then each image mirrored exactly in the epochs it was not in the one before (a short run sees both views)
     flip: str = "random"
     cutout: int = 0  # side in pixels of a square set to the mean colour, one per training image (0: off)
+    # mixup / CutMix (timm's --mixup, --cutmix): Beta(alpha, alpha) mixing of each batch with itself reversed
+    # (0: off); with both on, each batch uses CutMix with probability mixup_switch_prob (engine/mix.py)
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    mixup_switch_prob: float = 0.5
     # progressive resizing: training starts at prog_res px and grows linearly to the run's resolution at
     # fraction prog_res_end of its training steps (0: off; evaluation is always at the run's resolution)
     prog_res: int = 0
@@ -79,6 +84,11 @@ class TrainConfig:
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
     wd_norm_bias: bool = True  # False: no weight decay on norm weights and biases (1-d parameters)
+    # Lookahead around the optimizer (timm's --opt lookahead_*): every lookahead_k steps the slow weights move
+    # lookahead_alpha of the way to the fast ones, which restart there (engine/lookahead.py)
+    lookahead: bool = False
+    lookahead_alpha: float = 0.5
+    lookahead_k: int = 6
     # weight EMA: evaluation, selection and best.pt's eval weights use the average (timm's --model-ema)
     model_ema: bool = False
     model_ema_decay: float = 0.999  # warmed up: min(decay, (1 + step) / (10 + step))
@@ -144,6 +154,14 @@ class TrainConfig:
             bad(f"--prog-res-end {self.prog_res_end}: must be in (0, 1]")
         if self.cutout < 0:
             bad(f"--cutout {self.cutout}: must not be negative")
+        if self.mixup < 0 or self.cutmix < 0:
+            bad(f"--mixup {self.mixup} / --cutmix {self.cutmix}: Beta alphas must not be negative (0: off)")
+        if not 0 <= self.mixup_switch_prob <= 1:
+            bad(f"--mixup-switch-prob {self.mixup_switch_prob}: must be in [0, 1]")
+        if not 0 < self.lookahead_alpha <= 1:
+            bad(f"--lookahead-alpha {self.lookahead_alpha}: must be in (0, 1]")
+        if self.lookahead_k < 1:
+            bad(f"--lookahead-k {self.lookahead_k}: must be at least 1")
         if not 0 < self.model_ema_decay < 1:
             bad(f"--model-ema-decay {self.model_ema_decay}: must be in (0, 1)")
         if self.tta not in TTA_MODES:

@@ -89,25 +89,44 @@ def test_sigterm_finishes_the_step_saves_and_exits_nonzero_then_resumes_exactly(
     _assert_identical(_weights(out), reference)
 
 
+def _sigterm(proc):
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0, err
+
+
+def _sigkill_inside_epoch_2(proc):
+    time.sleep(0.5)  # into the second epoch: the kill loses a partial epoch, which the resume must replay
+    proc.kill()
+    proc.wait()
+
+
+def _reference_then_stop_and_resume(tmp_path, extra, stop=_sigterm):
+    """An uninterrupted run (tmp_path/reference), then the same run (tmp_path/run) stopped by ``stop`` once its
+    first epoch is done, then resumed; returns the stopped run's last.pt and the resume's process result."""
+    env = _env(tmp_path)
+    r = _run(_cmd(tmp_path / "reference", *extra), env)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_cmd(out, *extra), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_epochs(out, 1, proc)
+    stop(proc)
+    stopped = torch.load(out / "last.pt", weights_only=True)
+    r = _run(_cmd(out, *extra, "--resume", "auto"), env)
+    assert r.returncode == 0, r.stderr
+    assert "resuming" in r.stderr
+    return stopped, r
+
+
 # The accuracy features add state (the EMA weights and its update count) and randomness (cutout's draws):
 # both must survive a kill exactly.
 FEATURES = ["--model-ema", "--model-ema-decay", "0.9", "--tta", "flip", "--cutout", "8"]
 
 
 def test_sigkill_mid_epoch_with_ema_tta_and_cutout_resumes_to_identical_weights_and_ema(tmp_path):
-    env = _env(tmp_path)
-    r = _run(_cmd(tmp_path / "reference", *FEATURES), env)
-    assert r.returncode == 0, r.stderr
+    stopped, _ = _reference_then_stop_and_resume(tmp_path, FEATURES, stop=_sigkill_inside_epoch_2)
+    assert stopped["model_ema_updates"] == 24  # 768 / 32 per epoch
     out = tmp_path / "run"
-    proc = subprocess.Popen(_cmd(out, *FEATURES), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for_epochs(out, 1, proc)
-    time.sleep(0.5)  # into the second epoch: the kill loses a partial epoch, which the resume must replay
-    proc.kill()
-    proc.wait()
-    assert torch.load(out / "last.pt", weights_only=True)["model_ema_updates"] == 24  # 768 / 32 per epoch
-    r = _run(_cmd(out, *FEATURES, "--resume", "auto"), env)
-    assert r.returncode == 0, r.stderr
-    assert "resuming" in r.stderr
     _assert_identical(_weights(out), _weights(tmp_path / "reference"))
     _assert_identical(_weights(out, "model_ema"), _weights(tmp_path / "reference", "model_ema"))
     # the EMA really is an average, not a copy of the weights
@@ -117,17 +136,19 @@ def test_sigkill_mid_epoch_with_ema_tta_and_cutout_resumes_to_identical_weights_
 def test_sigterm_mid_epoch_with_prog_res_resumes_at_the_same_sizes_to_identical_weights(tmp_path):
     # progressive resizing picks each step's size from (epoch, step): a run stopped inside its second epoch,
     # in the middle of the 8 -> 16 px ramp, must resume at the sizes the uninterrupted run used
-    env, extra = _env(tmp_path), ["--prog-res", "8"]
-    r = _run(_cmd(tmp_path / "reference", *extra), env)
-    assert r.returncode == 0, r.stderr
+    stopped, resumed = _reference_then_stop_and_resume(tmp_path, ["--prog-res", "8"])
+    assert stopped["step"] > 0  # stopped inside an epoch
+    assert "progressive resizing 8 -> 16 px" in resumed.stderr
+    _assert_identical(_weights(tmp_path / "run"), _weights(tmp_path / "reference"))
+
+
+def test_sigterm_mid_epoch_with_lookahead_mixup_and_cutmix_resumes_to_identical_weights(tmp_path):
+    # Lookahead adds state (the slow weights, the step count: k=5 does not divide the 24 steps of an epoch, so
+    # the stop falls between its updates); mixup / CutMix add randomness drawn from (seed, epoch)
+    extra = ["--lookahead", "--lookahead-k", "5", "--mixup", "0.4", "--cutmix", "1.0"]
+    ckpt, _ = _reference_then_stop_and_resume(tmp_path, extra)
+    assert ckpt["step"] > 0 and ckpt["lookahead"]["steps"] == 24 * ckpt["epoch"] + ckpt["step"]
     out = tmp_path / "run"
-    proc = subprocess.Popen(_cmd(out, *extra), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for_epochs(out, 1, proc)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode != 0, err
-    assert torch.load(out / "last.pt", weights_only=True)["step"] > 0  # stopped inside an epoch
-    r = _run(_cmd(out, *extra, "--resume", "auto"), env)
-    assert r.returncode == 0, r.stderr
-    assert "progressive resizing 8 -> 16 px" in r.stderr
     _assert_identical(_weights(out), _weights(tmp_path / "reference"))
+    slow, ref_slow = _weights(out, "lookahead")["slow"], _weights(tmp_path / "reference", "lookahead")["slow"]
+    assert all(torch.equal(a, b) for a, b in zip(slow, ref_slow))

@@ -348,3 +348,65 @@ def test_prog_res_trains_the_early_steps_small_and_counts_their_macs(tmp_path, t
     # 8 + 4 x t / 0.75 stays under 12 until t = 0.75: 12 of the 16 steps at 8 px, the last 4 at 12
     assert res["total_train_macs"] == 3 * 32 * (12 * m8 + 4 * m12) < 3 * 32 * 16 * m12
     assert json.loads((tmp_path / "run" / "config.json").read_text())["prog_res"] == 8
+
+
+class _Batches:
+    """A loader stand-in: fixed batches, as DeviceLoader.iterate yields them."""
+    device = torch.device("cpu")
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def iterate(self, start_step=0):
+        yield from self.batches[start_step:]
+
+
+def test_a_mixed_batch_is_scored_against_both_labels_by_their_weights():
+    from cifarbench.engine.mix import Mix
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(6, 3)
+    x, y = torch.randn(4, 6), torch.tensor([0, 1, 2, 1])
+    mix = Mix(mixup=0.5, seed=0)
+    mix.set_epoch(0, 1)
+    lam = mix.draws[0][0]
+    seen = []
+
+    def criterion(out, target):
+        seen.append(target.clone())
+        return torch.nn.functional.cross_entropy(out, target)
+
+    mixed = lam * x + (1 - lam) * x.flip(0)
+    expected_pred = model(mixed).argmax(1)
+    expected_loss = (lam * criterion(model(mixed), y) + (1 - lam) * criterion(model(mixed), y.flip(0))).item()
+    seen.clear()
+    r = train_mod.train_one_epoch(model, _Batches([(x.clone(), y)]), torch.optim.SGD(model.parameters(), lr=0.0),
+                                  None, criterion, amp=False, mix=mix)
+    assert [t.tolist() for t in seen] == [y.tolist(), y.flip(0).tolist()]
+    loss_sum, correct, n = r["sums"].tolist()
+    assert loss_sum / n == pytest.approx(expected_loss)
+    assert correct == pytest.approx(lam * (expected_pred == y).sum().item()
+                                    + (1 - lam) * (expected_pred == y.flip(0)).sum().item())
+
+
+def test_lookahead_steps_after_every_optimizer_step_and_syncs_at_each_epochs_end(tmp_path, tiny_splits, monkeypatch):
+    calls = {"step": 0, "sync": 0}
+    real_step, real_sync = train_mod.Lookahead.step, train_mod.Lookahead.sync
+
+    def step(self):
+        calls["step"] += 1
+        real_step(self)
+
+    def sync(self):
+        calls["sync"] += 1
+        real_sync(self)
+
+    monkeypatch.setattr(train_mod.Lookahead, "step", step)
+    monkeypatch.setattr(train_mod.Lookahead, "sync", sync)
+    train(_cfg(tmp_path, lookahead=True, lookahead_k=1000), splits=tiny_splits)  # k beyond the run: syncs only at ends
+    steps = len(tiny_splits.train) // 32
+    assert calls == {"step": 2 * steps, "sync": 2}
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert ckpt["lookahead"]["steps"] == 2 * steps
+    params = [v for k, v in ckpt["model"].items() if "running" not in k and "num_batches" not in k]
+    assert all(torch.equal(p, s) for p, s in zip(params, ckpt["lookahead"]["slow"]))  # saved right after a sync

@@ -24,6 +24,8 @@ from cifarbench.engine import checkpoint, cpu_conv, distributed
 from cifarbench.engine.env import amp_unsupported, check_amp, environment, resolve_device
 from cifarbench.engine.ema import ModelEma
 from cifarbench.engine.loader import DeviceLoader, prog_res_schedule
+from cifarbench.engine.lookahead import Lookahead
+from cifarbench.engine.mix import Mix
 from cifarbench.engine.optim import build_optimizer, build_scheduler, param_groups, steps_per_batch
 from cifarbench.errors import CifarbenchError
 
@@ -41,9 +43,11 @@ class Interrupted(CifarbenchError):
 # ------------------------------------------------------------------ one epoch
 def train_one_epoch(model, loader: DeviceLoader, optimizer, scheduler, criterion, *, amp: bool,
                     start_step: int = 0, sums: torch.Tensor | None = None, should_stop=lambda: False,
-                    progress: log.Progress | None = None, ema: ModelEma | None = None) -> dict:
+                    progress: log.Progress | None = None, ema: ModelEma | None = None,
+                    lookahead: Lookahead | None = None, mix: Mix | None = None) -> dict:
     """Train over `loader` from `start_step`. Returns summed loss/correct/count as a device tensor, the steps
-    done, and why it stopped early ("interrupted" or "diverged"), if it did.
+    done, and why it stopped early ("interrupted" or "diverged"), if it did. With `mix` (mixup / CutMix, its
+    epoch's draws made), "correct" counts each prediction against both labels, by their weights.
 
     Metrics accumulate on the device so that a CUDA step never waits for the host.
     """
@@ -55,20 +59,27 @@ def train_one_epoch(model, loader: DeviceLoader, optimizer, scheduler, criterion
     step = start_step
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
     for x, y in loader.iterate(start_step):
+        lam = 1.0
+        if mix is not None:
+            x, lam = mix(x, step)
         with autocast:
             out = model(x)
-            loss = criterion(out, y)
+            loss = criterion(out, y) if lam == 1.0 else lam * criterion(out, y) + (1 - lam) * criterion(out, y.flip(0))
         if check_each_step and not math.isfinite(loss.item()):
             return {"sums": sums, "step": step, "stopped": "diverged"}
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if lookahead is not None:
+            lookahead.step()
         if ema is not None:
             ema.update()
         if per_batch:
             scheduler.step()
         n = y.shape[0]
-        sums += torch.stack([loss.detach().double() * n, (out.argmax(1) == y).sum().double(),
+        pred = out.argmax(1)
+        hits = (pred == y).sum() if lam == 1.0 else lam * (pred == y).sum() + (1 - lam) * (pred == y.flip(0)).sum()
+        sums += torch.stack([loss.detach().double() * n, hits.double(),
                              torch.tensor(float(n), device=device, dtype=torch.float64)])
         step += 1
         if progress is not None:
@@ -315,6 +326,8 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
         log.info(f"{matmul_convs} convolutions routed to {'bf16' if cfg.amp else 'fp32'} matmuls where their output map "
                  f"has at most {matmul_pixels[0]} pixels (engine/cpu_conv.py)")
     optimizer = build_optimizer(cfg, param_groups(model, cfg))
+    lookahead = Lookahead(model, cfg.lookahead_alpha, cfg.lookahead_k) if cfg.lookahead else None
+    mix = Mix(cfg.mixup, cfg.cutmix, cfg.mixup_switch_prob, cfg.seed * 1000 + ctx.rank) if cfg.mixup or cfg.cutmix else None
     ema = ModelEma(model, cfg.model_ema_decay) if cfg.model_ema else None
     eval_model = ema.module if ema is not None else model  # what validation, selection and best.pt's eval use
     train_loader = DeviceLoader(splits.train.images, splits.train.labels, cfg.batch_size, True, device,
@@ -344,6 +357,8 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
         model.load_state_dict(ckpt["model"])
         if ema is not None:
             ema.load_state_dict({"module": ckpt["model_ema"], "updates": ckpt["model_ema_updates"]})
+        if lookahead is not None:
+            lookahead.load_state_dict(ckpt["lookahead"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         checkpoint.set_rng_state(ckpt["rng"])
@@ -388,6 +403,8 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
         if not main:
             return
         extra = {"model_ema": ema.module.state_dict(), "model_ema_updates": ema.updates} if ema is not None else {}
+        if lookahead is not None:
+            extra["lookahead"] = lookahead.state_dict()
         checkpoint.save_atomic({
             **extra,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -401,13 +418,16 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
     with _stop_on_signals(main or not ctx.enabled) as flag:
         for epoch in range(state["epoch"], cfg.epochs):
             train_loader.set_epoch(epoch)
+            if mix is not None:
+                mix.set_epoch(epoch, steps)
             start_step = state["step"]
             bar = (log.Progress(steps - start_step, f"epoch {epoch + 1}/{cfg.epochs}", images_per_step=global_batch)
                    if main else None)
             t0 = time.perf_counter()
             r = train_one_epoch(train_model, train_loader, optimizer, scheduler if steps_per_batch(cfg) else None,
                                 criterion, amp=cfg.amp, start_step=start_step, sums=state["partial"] if start_step else None,
-                                should_stop=lambda: ctx.any(flag["stop"], device), progress=bar, ema=ema)
+                                should_stop=lambda: ctx.any(flag["stop"], device), progress=bar, ema=ema,
+                                lookahead=lookahead, mix=mix)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             epoch_time = state["partial_time"] + time.perf_counter() - t0
@@ -425,6 +445,8 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
                 raise Interrupted(f"interrupted in epoch {epoch + 1} at step {r['step']}/{steps}; {out / 'last.pt'} "
                                   f"written. Resume with: cifarbench train --resume auto --output {out}"
                                   + (f" -c {out / 'config.json'}" if cfg.output is None else ""))
+            if lookahead is not None:  # timm's sync_lookahead: the epoch's weights are the synced ones
+                lookahead.sync()
             sums = ctx.all_reduce_sum(r["sums"].clone())
             loss_sum, correct, count = sums.tolist()
             # every rank evaluates, and saves, the same BatchNorm statistics (see DistContext.average_buffers)

@@ -92,7 +92,8 @@ def run_memory(cfg: TrainConfig, device_type: str) -> RunMemory:
     data = (n_train + TEST_IMAGES.get(name, 10000)) * channels * native * native
     resolution = cfg.resolution or native
     params, saved, largest = _profile(cfg.model, cfg.stem, resolution, channels, classes)
-    copies = 2 + OPTIMIZER_BUFFERS.get(cfg.opt, 2) + (1 if cfg.model_ema else 0) + (0.5 if cfg.amp else 0)
+    copies = (2 + OPTIMIZER_BUFFERS.get(cfg.opt, 2) + (1 if cfg.model_ema else 0) + (1 if cfg.lookahead else 0)
+              + (0.5 if cfg.amp else 0))
     activations = max(saved * cfg.batch_size, 2 * largest * 4 * cfg.eval_batch_size)
     overhead = CUDA_CONTEXT if device_type == "cuda" else CPU_PROCESS
     return RunMemory(cfg.model, data, int(params * 4 * copies), activations, overhead)
