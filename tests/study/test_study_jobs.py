@@ -109,6 +109,7 @@ def test_run_memory_counts_data_state_activations_and_overhead():
     assert m.state == params * 4 * 2  # weights + grads; plain SGD keeps no buffer
     assert memory.run_memory(cfg.replace(opt="nesterov"), "cuda").state == params * 4 * 3
     assert memory.run_memory(cfg.replace(opt="adam", model_ema=True), "cuda").state == params * 4 * 5
+    assert memory.run_memory(cfg.replace(lookahead=True), "cuda").state == params * 4 * 3  # its slow weights
     assert memory.run_memory(cfg.replace(amp=True), "cuda").state == params * 4 * 2.5
     # activations are bytes for the whole batch: the per-image profile times batch_size, at the run's resolution
     batch4 = summarize("shufflenet_v2_x0_5", input_size=16, stem="cifar", batch_size=4)["backward_activation_bytes"]
