@@ -20,13 +20,14 @@ class Lookahead:
 
     def __init__(self, model: nn.Module, alpha: float = 0.5, k: int = 6):
         self.alpha, self.k, self.steps = alpha, k, 0
-        self.fast = [p for p in model.parameters() if p.requires_grad]
-        self.slow = [p.detach().clone() for p in self.fast]
+        # detached views share the parameters' storage: bound once, an update is two foreach kernels (as ModelEma)
+        self.fast = [p.detach() for p in model.parameters() if p.requires_grad]
+        self.slow = [p.clone() for p in self.fast]
 
     @torch.no_grad()
     def sync(self) -> None:
-        torch._foreach_lerp_(self.slow, [p.detach() for p in self.fast], self.alpha)
-        torch._foreach_copy_([p.detach() for p in self.fast], self.slow)
+        torch._foreach_lerp_(self.slow, self.fast, self.alpha)
+        torch._foreach_copy_(self.fast, self.slow)
 
     def step(self) -> None:
         self.steps += 1

@@ -33,8 +33,8 @@ class Mix:
     def __call__(self, x: torch.Tensor, step: int) -> tuple[torch.Tensor, float]:
         """The mixed batch (x is changed in place) and the weight of its own labels."""
         lam, cut, cr, cc = self.draws[step]
-        other = x.flip(0)
         if not cut:
+            other = x.flip(0)  # a copy, taken before x changes in place
             return x.mul_(lam).add_(other, alpha=1.0 - lam), lam
         h, w = x.shape[-2:]
         side = np.sqrt(1.0 - lam)
@@ -42,5 +42,5 @@ class Mix:
         r, c = int(cr * h), int(cc * w)
         r0, r1 = max(r - bh // 2, 0), min(r - bh // 2 + bh, h)
         c0, c1 = max(c - bw // 2, 0), min(c - bw // 2 + bw, w)
-        x[..., r0:r1, c0:c1] = other[..., r0:r1, c0:c1]
+        x[..., r0:r1, c0:c1] = x[..., r0:r1, c0:c1].flip(0)  # flip copies: only the box, not the whole batch
         return x, 1.0 - (r1 - r0) * (c1 - c0) / (h * w)
