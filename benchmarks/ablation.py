@@ -50,6 +50,7 @@ ARMS = {
     "lookahead": {"lookahead": True},
     "mixup-0.2": {"mixup": 0.2},
     "cutmix-1.0": {"cutmix": 1.0},
+    "whiten-init": {"whiten_init": True},  # the first conv starts as patch-whitening filters (models/whiten.py)
 }
 
 

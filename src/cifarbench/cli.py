@@ -155,6 +155,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-smoothing", type=float, default=S)
     p.add_argument("--wd-norm-bias", action=argparse.BooleanOptionalAction, default=S,
                    help="weight decay on norm weights and biases too (default); --no-wd-norm-bias exempts them")
+    p.add_argument("--whiten-init", action="store_true", default=S,
+                   help="start the first conv as +/- patch-whitening filters of the training images (an init only)")
     p.add_argument("--lookahead", action="store_true", default=S,
                    help="Lookahead around the optimizer (timm: --opt lookahead_*); synced at every epoch's end")
     p.add_argument("--lookahead-alpha", type=float, default=S, help="Lookahead's step toward the fast weights (0.5)")

@@ -84,6 +84,9 @@ class TrainConfig:
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
     wd_norm_bias: bool = True  # False: no weight decay on norm weights and biases (1-d parameters)
+    # the first conv starts as +/- patch-whitening filters of the training images (models/whiten.py; an init
+    # only: the layer keeps its shape and stays trainable)
+    whiten_init: bool = False
     # Lookahead around the optimizer (timm's --opt lookahead_*): every lookahead_k steps the slow weights move
     # lookahead_alpha of the way to the fast ones, which restart there (engine/lookahead.py)
     lookahead: bool = False

@@ -410,3 +410,30 @@ def test_lookahead_steps_after_every_optimizer_step_and_syncs_at_each_epochs_end
     assert ckpt["lookahead"]["steps"] == 2 * steps
     params = [v for k, v in ckpt["model"].items() if "running" not in k and "num_batches" not in k]
     assert all(torch.equal(p, s) for p, s in zip(params, ckpt["lookahead"]["slow"]))  # saved right after a sync
+
+
+def test_whiten_init_starts_the_first_conv_from_the_normalised_training_images_filters(tmp_path, tiny_splits,
+                                                                                        monkeypatch):
+    from cifarbench.models.whiten import first_conv, patch_whitening
+
+    seen = {}
+    real = train_mod._whiten_init
+
+    def whiten(model, *args):
+        real(model, *args)
+        seen["start"] = first_conv(model).weight.detach().clone()  # what the run starts from
+
+    monkeypatch.setattr(train_mod, "_whiten_init", whiten)
+    monkeypatch.setattr(train_mod, "WHITEN_IMAGES", 100)
+    train(_cfg(tmp_path, whiten_init=True, epochs=1), splits=tiny_splits)
+    x = tiny_splits.train.images[:100].float() / 255  # the first 100 training images, normalised as the loader does
+    mean = torch.tensor(tiny_splits.mean).view(1, 3, 1, 1)
+    std = torch.tensor(tiny_splits.std).view(1, 3, 1, 1)
+    f = patch_whitening((x - mean) / std, (3, 3))
+    w = seen["start"]
+    assert torch.allclose(w[:12], f[:12], rtol=1e-4, atol=1e-4) and torch.allclose(w[12:24], -f[:12], rtol=1e-4, atol=1e-4)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["whiten_init"] is True
+    # off by default: the same seed starts from the family's random init
+    seen.clear()
+    train(_cfg(tmp_path, output=str(tmp_path / "plain"), epochs=1), splits=tiny_splits)
+    assert "start" not in seen
