@@ -9,6 +9,8 @@ A lever is a '+'-joined set of tokens:
   tN       N intra-op threads (default: torch's default, the number of cores)
   loop     the optimizer step as torch's per-parameter Python loop (its CPU default, and every figure
            measured before 2026-12-01) instead of the fused step the engine now uses
+  torchfused  torch's own fused step (torch.optim.SGD(fused=True), the engine's step up to 2026-12-03) instead
+           of the engine's FlatFusedSGD, which calls the same kernel on flat aliases (engine/optim.py)
   bN       batch size N (default --batch-size)
   mm       small-map convolutions as matmuls (cifarbench.engine.cpu_conv; in bf16 with bf16, else in fp32)
            with the AMX thresholds (output maps up to 64 pixels, the input gradient up to 16); without the
@@ -48,12 +50,12 @@ from cifarbench.models.layout import keep_channels_last
 
 
 def parse_lever(spec: str, batch_size: int, threads: int) -> dict:
-    lever = dict(name=spec, cl=False, bf16=False, compile=False, nhwcshuffle=False, loop=False, mm=None, threads=threads,
+    lever = dict(name=spec, cl=False, bf16=False, compile=False, nhwcshuffle=False, loop=False, torchfused=False, mm=None, threads=threads,
                  batch_size=batch_size)
     for tok in spec.split("+"):
         if tok == "fp32":
             continue
-        elif tok in ("cl", "bf16", "compile", "nhwcshuffle", "loop"):
+        elif tok in ("cl", "bf16", "compile", "nhwcshuffle", "loop", "torchfused"):
             lever[tok] = True
         elif tok == "mm":
             lever["mm"] = (MATMUL_MAX_PIXELS, FOLD_MAX_PIXELS)
@@ -64,7 +66,7 @@ def parse_lever(spec: str, batch_size: int, threads: int) -> dict:
         elif tok[:1] == "b" and tok[1:].isdigit():
             lever["batch_size"] = int(tok[1:])
         else:
-            raise SystemExit(f"error: lever token {tok!r} in {spec!r}: use fp32, cl, bf16, compile, nhwcshuffle, loop, mm, mmN, tN or bN")
+            raise SystemExit(f"error: lever token {tok!r} in {spec!r}: use fp32, cl, bf16, compile, nhwcshuffle, loop, torchfused, mm, mmN, tN or bN")
     return lever
 
 
@@ -82,7 +84,7 @@ def prepare(lever: dict, model_name: str, stem: str, resolution: int, window_s: 
         use_matmul_convs(model, *lever["mm"], fp32=not lever["bf16"])
     net = torch.compile(model) if lever["compile"] else model
     x, y = random_batch(lever["batch_size"], 3, resolution, torch.device("cpu"), lever["cl"])
-    step = make_train_step(net, x, y, amp=lever["bf16"], loop=lever["loop"])
+    step = make_train_step(net, x, y, amp=lever["bf16"], loop=lever["loop"], torch_fused=lever["torchfused"])
     cpu = torch.device("cpu")
     first_s = timed(step, 1, cpu)  # with compile: the compilation
     if warmup > 1:

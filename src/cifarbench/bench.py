@@ -202,15 +202,17 @@ def autocast(device: torch.device, amp: bool):
 
 
 def make_train_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool = False,
-                    lr: float = 0.01, loop: bool = False) -> Callable[[], None]:
+                    lr: float = 0.01, loop: bool = False, torch_fused: bool = False) -> Callable[[], None]:
     """A bare forward + backward + SGD step on a fixed batch: the reference the engine is measured against.
     Same optimizer as the engine's default recipe (Nesterov SGD with weight decay, the engine's fused
-    implementation where torch has one); loop=True forces torch's per-parameter loop instead."""
-    from cifarbench.engine.optim import implementation
+    implementation where torch has one); loop=True forces torch's per-parameter loop instead, torch_fused=True
+    torch's own fused step instead of the engine's FlatFusedSGD (the same kernel on flat aliases)."""
+    from cifarbench.engine.optim import FlatFusedSGD, implementation
 
     params = list(model.parameters())
     impl = {"foreach": False} if loop else implementation(params)
-    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4, **impl)
+    sgd = FlatFusedSGD if impl.get("fused") and not torch_fused else torch.optim.SGD
+    opt = sgd(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4, **impl)
     model.train()
 
     def step():

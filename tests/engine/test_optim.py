@@ -26,7 +26,7 @@ def test_cosine_with_warmup():
     ("adamw", torch.optim.AdamW, None, None)])
 def test_optimizers(opt, cls, momentum, nesterov):
     o = build_optimizer(TrainConfig(opt=opt, lr=0.1, momentum=0.9), [torch.nn.Parameter(torch.zeros(1))])
-    assert type(o) is cls
+    assert isinstance(o, cls)
     if momentum is not None:
         assert o.param_groups[0]["momentum"] == momentum and o.param_groups[0]["nesterov"] == nesterov
 
@@ -93,3 +93,50 @@ def test_devices_without_a_fused_kernel_keep_torchs_default():
     assert implementation([{"params": [torch.nn.Parameter(torch.zeros(1))]}]) == {"fused": True}
     assert implementation([torch.nn.Parameter(torch.zeros(1, device="meta"))]) == {}
     assert implementation([]) == {}
+
+
+@pytest.mark.parametrize("opt", ["sgd", "momentum", "nesterov"])
+def test_the_flat_fused_step_is_torchs_fused_step_bit_for_bit_on_channels_last_weights(opt, monkeypatch):
+    from cifarbench.engine.optim import FlatFusedSGD, param_groups
+
+    torch.manual_seed(0)
+    cfg = TrainConfig(opt=opt, lr=0.1, momentum=0.9, weight_decay=5e-4, wd_norm_bias=False)
+    models = [torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.Conv2d(8, 4, 1))
+              for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    for m in models:
+        m.to(memory_format=torch.channels_last)
+    flat = build_optimizer(cfg, param_groups(models[0], cfg))
+    assert type(flat) is FlatFusedSGD
+    ref = torch.optim.SGD(param_groups(models[1], cfg), lr=0.1, momentum=flat.defaults["momentum"],
+                          nesterov=flat.defaults["nesterov"], weight_decay=5e-4, fused=True)
+    # the copy the flat aliases avoid: torch's kernel copies a channels_last gradient; this step never hands it one
+    handed, calls = [], {"ours": False}
+    real = torch._fused_sgd_
+
+    def spy(params, grads, bufs, **kw):
+        if calls["ours"]:
+            handed.extend(grads)
+        return real(params, grads, bufs, **kw)
+
+    monkeypatch.setattr(torch, "_fused_sgd_", spy)
+    x = torch.randn(4, 3, 6, 6).to(memory_format=torch.channels_last)
+    for step in range(3):
+        for m, o in zip(models, (flat, ref)):
+            o.zero_grad(set_to_none=True)
+            m(x).square().mean().backward()
+            calls["ours"] = o is flat
+            o.step()
+        for a, b in zip(models[0].parameters(), models[1].parameters()):
+            assert torch.equal(a, b) and a.stride() == b.stride()
+        if flat.defaults["momentum"]:
+            for p, q in zip(models[0].parameters(), models[1].parameters()):
+                a, b = flat.state[p]["momentum_buffer"], ref.state[q]["momentum_buffer"]
+                assert torch.equal(a, b) and a.stride() == b.stride()
+    assert handed and all(g.is_contiguous() for g in handed)
+    assert any(p.dim() == 4 and not p.is_contiguous() for p in models[0].parameters())  # the case that matters
+    # its checkpoints are torch's: the state loads into a plain SGD and back
+    again = FlatFusedSGD(param_groups(models[0], cfg), lr=0.1, momentum=flat.defaults["momentum"],
+                         nesterov=flat.defaults["nesterov"], weight_decay=5e-4, fused=True)
+    again.load_state_dict(ref.state_dict())
+    assert str(again.state_dict()) == str(ref.state_dict())

@@ -437,3 +437,18 @@ def test_whiten_init_starts_the_first_conv_from_the_normalised_training_images_f
     seen.clear()
     train(_cfg(tmp_path, output=str(tmp_path / "plain"), epochs=1), splits=tiny_splits)
     assert "start" not in seen
+
+
+def test_a_channels_last_run_trains_bit_for_bit_as_with_torchs_fused_sgd(tmp_path, tiny_splits, monkeypatch):
+    from cifarbench.engine import optim
+
+    def weights(out):
+        return torch.load(out / "last.pt", weights_only=True)["model"]
+
+    cfg = dict(model="resnet18", stem="cifar-s2", channels_last=True, epochs=2)
+    train(_cfg(tmp_path, output=str(tmp_path / "flat"), **cfg), splits=tiny_splits)
+    monkeypatch.setattr(optim, "FlatFusedSGD", torch.optim.SGD)  # what the engine used before
+    train(_cfg(tmp_path, output=str(tmp_path / "torch"), **cfg), splits=tiny_splits)
+    a, b = weights(tmp_path / "flat"), weights(tmp_path / "torch")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(v.dim() == 4 and not v.is_contiguous() for v in a.values())  # channels_last weights were trained
