@@ -86,8 +86,7 @@ class FlatFusedSGD(torch.optim.SGD):
                 bufs = [torch.empty_like(g) for g in grads]
                 for p, b in zip(params, bufs):
                     self.state[p]["momentum_buffer"] = b
-            params, grads, bufs = list(params), list(grads), list(bufs)  # their own lists: 4-d tensors stay in the state
-            for i, p in enumerate(params):
+            for i, p in enumerate(params):  # fresh lists: the state keeps its 4-d buffers
                 # only 4-d tensors not contiguous in NCHW order need an alias (most are contiguous: biases, norm
                 # weights, 1x1 and depthwise convs); few per model, so the Python cost stays small
                 if p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last):

@@ -311,7 +311,7 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
     from cifarbench.models.profile import count_macs
 
     model = build_model(cfg, splits.num_classes, splits.channels)
-    if cfg.whiten_init:
+    if cfg.whiten_init and ckpt_path is None:  # a resumed run loads its weights instead
         _whiten_init(model, cfg, splits, resolution)
     macs = count_macs(model, (1, splits.channels, resolution, resolution))
     if cfg.prog_res:  # a model that cannot take the smallest size fails here, not in the middle of a run
