@@ -128,7 +128,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resolution", type=int, default=S, help="resize inputs on the device (224 = the study)")
     p.add_argument("-b", "--batch-size", type=int, default=S)
     p.add_argument("--eval-batch-size", type=int, default=S)
-    p.add_argument("--epochs", type=int, default=S)
+    p.add_argument("--epochs", type=float, default=S,
+                   help="passes over the training images; a fraction trains part of a last pass (2.4)")
     p.add_argument("--val-size", type=int, default=S)
     p.add_argument("--train-subset", type=int, default=S, help="train on a stratified subset of N images")
     p.add_argument("--augment", choices=["crop-flip", "flip", "none"], default=S)

@@ -34,6 +34,18 @@ LOGGERS = ("none", "tensorboard")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
+def run_steps(epochs: float, steps_per_epoch: int) -> int:
+    """Training steps of a run of ``epochs`` epochs (a float: 2.4 is two whole passes over the training images
+    and 40 % of a third): round(epochs x steps_per_epoch), at least 1. The one definition, for the engine's
+    loop and schedules and for the study's budget."""
+    return max(1, round(epochs * steps_per_epoch))
+
+
+def epoch_passes(epochs: float, steps_per_epoch: int) -> int:
+    """Passes over the training images (each ends with a validation pass): the last may be partial."""
+    return -(-run_steps(epochs, steps_per_epoch) // max(1, steps_per_epoch))
+
+
 def compile_mode(value: bool | str) -> str | None:
     """torch.compile's ``mode`` for a ``compile`` setting (True or a mode name); None means its default."""
     if value is True or value == "default":
@@ -59,7 +71,9 @@ class TrainConfig:
     # run stood at 60.9% after the same 3 epochs. BENCHMARKS.md, "Recipe exploration")
     batch_size: int = 64
     eval_batch_size: int = 500
-    epochs: int = 5
+    # a float trains a fraction of a last pass (2.4: two passes and 40 % of the steps of a third), as airbench's
+    # fractional epochs do; the study's time budget uses it to spend its time in steps finer than an epoch
+    epochs: int | float = 5
     val_size: int | None = None  # None: the dataset's default (5,000 for CIFAR-10)
     train_subset: int | None = None  # stratified subset of the training split, for quick runs
     augment: str = "crop-flip"  # crop-flip | flip | none
@@ -171,8 +185,11 @@ class TrainConfig:
             bad(f"--tta {self.tta!r}: choose one of {', '.join(TTA_MODES)}")
         if self.log not in LOGGERS:
             bad(f"--log {self.log!r}: choose one of {', '.join(LOGGERS)}")
-        if self.epochs < 1:
-            bad(f"--epochs {self.epochs}: must be at least 1")
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, (int, float)) or not self.epochs >= 1 \
+                or self.epochs == float("inf"):
+            bad(f"--epochs {self.epochs}: must be a number, at least 1")
+        if isinstance(self.epochs, float) and self.epochs.is_integer():
+            self.epochs = int(self.epochs)  # 3.0 is 3: config.json and the logs say so
         if self.batch_size < 1 or self.eval_batch_size < 1:
             bad(f"--batch-size {self.batch_size}: must be at least 1")
         if self.resolution is not None and self.resolution < 8:

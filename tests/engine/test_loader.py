@@ -78,6 +78,18 @@ def test_start_step_replays_the_rest_of_the_epoch():
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
+def test_stop_step_ends_the_pass_early_on_the_whole_passs_draws():
+    # a fractional epoch's last pass: its first k batches, drawn from the same plan as the whole pass
+    full = list(_loader(seed=1))
+    head = list(_loader(seed=1).iterate(0, stop_step=3))
+    mid = list(_loader(seed=1).iterate(start_step=1, stop_step=3))  # resumed inside it
+    assert len(full) > 3 and len(head) == 3 and len(mid) == 2
+    for (xa, ya), (xb, yb) in zip(full[:3], head):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(full[1:3], mid))
+    assert len(list(_loader(seed=1).iterate(0, stop_step=10**6))) == len(full)  # past the end: the whole pass
+
+
 def test_ranks_shard_each_global_batch_exactly():
     single = list(_loader(batch_size=8, seed=2))
     ranks = [list(_loader(batch_size=4, seed=2, rank=r, world_size=2)) for r in range(2)]

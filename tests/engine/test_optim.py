@@ -13,6 +13,14 @@ def test_onecycle_ramps_up_then_down_to_zero():
     assert f(100) == pytest.approx(0.0)
 
 
+def test_onecycle_over_a_fractional_epoch_count_reaches_zero_at_its_last_step():
+    # 2.5 epochs of 10 steps: 25 steps, the peak after 5, zero at 25 (not at 20 or 30)
+    f = lr_multiplier(TrainConfig(sched="onecycle", epochs=2.5), steps_per_epoch=10)
+    assert f(5) == pytest.approx(1.0)
+    assert f(15) == pytest.approx(0.5)
+    assert f(25) == pytest.approx(0.0) and f(24) > 0
+
+
 def test_cosine_with_warmup():
     f = lr_multiplier(TrainConfig(sched="cosine", epochs=10, warmup_epochs=1), steps_per_epoch=10)
     assert f(5) == pytest.approx(0.55)

@@ -152,3 +152,14 @@ def test_sigterm_mid_epoch_with_lookahead_mixup_and_cutmix_resumes_to_identical_
     _assert_identical(_weights(out), _weights(tmp_path / "reference"))
     slow, ref_slow = _weights(out, "lookahead")["slow"], _weights(tmp_path / "reference", "lookahead")["slow"]
     assert all(torch.equal(a, b) for a, b in zip(slow, ref_slow))
+
+
+def test_sigkill_inside_the_partial_last_pass_of_a_fractional_run_resumes_to_identical_weights(tmp_path):
+    # --epochs 2.5: the third pass stops after 12 of its 24 steps; killed inside the second pass, the resume
+    # must replay it and end the third at the same step, with the schedule at zero there
+    extra = ["--epochs", "2.5"]
+    _reference_then_stop_and_resume(tmp_path, extra, stop=_sigkill_inside_epoch_2)
+    out, ref = tmp_path / "run", tmp_path / "reference"
+    _assert_identical(_weights(out), _weights(ref))
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 3 and ckpt["scheduler"]["last_epoch"] == 24 * 2 + 12

@@ -42,6 +42,29 @@ def test_run_folder_holds_config_metrics_results_and_checkpoints(tmp_path, tiny_
         assert {"model", "optimizer", "scheduler", "rng", "config", "epoch"} <= set(ckpt)
 
 
+def test_a_fractional_epoch_count_trains_part_of_a_last_pass_and_ends_the_schedule_there(tmp_path, tiny_splits):
+    # 1.5 epochs of 8 steps (256 images, batch 32): 12 steps, two passes, the second over 4 batches; the one-cycle
+    # schedule spans exactly those 12 steps (lr 0 after the last), and both passes end with a validation pass
+    res = train(_cfg(tmp_path, epochs=1.5), splits=tiny_splits)
+    run = tmp_path / "run"
+    assert res["status"] == "finished" and res["epochs_done"] == 2 and res["epochs_trained"] == 1.5
+    rows = _rows(run)
+    assert [r["epoch"] for r in rows] == ["1", "2"] and float(rows[-1]["lr"]) == 0.0
+    assert all(r["val_acc"] for r in rows)
+    saved = json.loads((run / "results.json").read_text())
+    assert saved["total_train_macs"] == 3 * saved["macs_per_image"] * 12 * 32
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    assert ckpt["scheduler"]["last_epoch"] == 12 and ckpt["epoch"] == 2
+    # the last pass's speed is its own images over its own time, not a whole pass's
+    assert float(rows[-1]["images_per_sec"]) == pytest.approx(128 / float(rows[-1]["epoch_time"]), rel=0.01)
+    assert json.loads((run / "config.json").read_text())["epochs"] == 1.5
+
+
+def test_whole_float_epochs_are_the_integer_run(tmp_path, tiny_splits):
+    cfg = _cfg(tmp_path, epochs=2.0).validate()
+    assert cfg.epochs == 2 and isinstance(cfg.epochs, int)
+
+
 def test_learns_the_tiny_task(tmp_path, tiny_splits):
     """A configuration that learns with room to spare, not on the last epoch by luck.
 
@@ -75,6 +98,9 @@ def test_existing_run_needs_resume(tmp_path, tiny_splits):
     (dict(batch_size=1000), "larger than the training split"),
     (dict(resolution=4), "at least 8"),
     (dict(epochs=0), "at least 1"),
+    (dict(epochs=0.5), "at least 1"),
+    (dict(epochs=float("nan")), "--epochs nan"),
+    (dict(epochs="3"), "must be a number"),
     (dict(opt="lion"), "--opt 'lion'"),
     (dict(lr=float("nan")), "--lr"),
     (dict(warmup_epochs=5), "--warmup-epochs"),
@@ -357,8 +383,8 @@ class _Batches:
     def __init__(self, batches):
         self.batches = batches
 
-    def iterate(self, start_step=0):
-        yield from self.batches[start_step:]
+    def iterate(self, start_step=0, stop_step=None):
+        yield from self.batches[start_step:stop_step]
 
 
 def test_a_mixed_batch_is_scored_against_both_labels_by_their_weights():

@@ -15,11 +15,13 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from cifarbench.config import run_steps
+
 PAD = 4  # random-crop padding, the standard CIFAR recipe (the default of --crop-pad)
 PROG_RES_STEP = 4  # progressive resizing moves in steps of this many px: few distinct shapes, few kernel set-ups
 
 
-def prog_res_schedule(start: int, full: int, end: float, epochs: int, steps: int) -> Callable[[int, int], int]:
+def prog_res_schedule(start: int, full: int, end: float, epochs: float, steps: int) -> Callable[[int, int], int]:
     """Progressive resizing (``--prog-res``): the training resolution of step ``step`` of epoch ``epoch``.
 
     It grows linearly with the fraction of the run's training steps done, from ``start`` px at the first step to
@@ -28,7 +30,7 @@ def prog_res_schedule(start: int, full: int, end: float, epochs: int, steps: int
     trains its slice of a global batch at the same size. Why: a convolution's cost grows with the pixels, so
     the early steps, which learn coarse features, run 1.2x to 2x faster at 16-24 px on a CPU (BENCHMARKS.md,
     "Progressive resizing"); the last part of the run trains at the size the model is evaluated at."""
-    total = max(1, epochs * steps)
+    total = run_steps(epochs, steps)
 
     def at(epoch: int, step: int) -> int:
         t = (epoch * steps + step) / total
@@ -50,7 +52,9 @@ class DeviceLoader:
     """Iterate (x, y) batches of a split: x float (normalised, optionally resized), y int64, both on `device`.
 
     `train=True` shuffles, augments and drops the last incomplete global batch; `train=False` walks the
-    split in order. `res_schedule` (training only) gives each step's resolution: progressive resizing. `rank`/`world_size` shard every batch for DDP. `start_step` resumes mid-epoch.
+    split in order. `res_schedule` (training only) gives each step's resolution: progressive resizing.
+    `rank`/`world_size` shard every batch for DDP. `iterate(start_step, stop_step)` resumes mid-epoch and ends a
+    fractional epoch's last pass early; the pass's draws are the whole pass's either way.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, train: bool,
@@ -108,11 +112,12 @@ class DeviceLoader:
     def __iter__(self):
         return self.iterate()
 
-    def iterate(self, start_step: int = 0):
+    def iterate(self, start_step: int = 0, stop_step: int | None = None):
         n, b, w = len(self.labels), self.batch_size, self.world_size
         if self.train:
             perm, flip, offs, centres = self._plan()
-        for step in range(start_step, len(self)):
+        stop = len(self) if stop_step is None else min(stop_step, len(self))
+        for step in range(start_step, stop):
             lo = step * b * w + self.rank * b  # this rank's slice of the global batch
             if self.train:
                 idx = perm[lo:lo + b]

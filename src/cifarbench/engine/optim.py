@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from cifarbench.config import TrainConfig
+from cifarbench.config import TrainConfig, run_steps
 
 
 def param_groups(model: torch.nn.Module, cfg: TrainConfig):
@@ -116,7 +116,7 @@ def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
 
 def lr_multiplier(cfg: TrainConfig, steps_per_epoch: int):
     """Step -> multiplier of cfg.lr for the per-step schedules."""
-    total = max(1, cfg.epochs * steps_per_epoch)
+    total = run_steps(cfg.epochs, steps_per_epoch)  # the loop's own count: a fractional epoch ends at zero too
     # one-cycle without an explicit warmup ramps up over the first 20% of steps (Smith's usual split)
     default_warm = 0.2 * total if cfg.sched == "onecycle" else 0.0
     warm = cfg.warmup_epochs * steps_per_epoch if cfg.warmup_epochs > 0 else default_warm

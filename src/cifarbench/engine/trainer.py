@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cifarbench import log
-from cifarbench.config import TrainConfig, compile_mode, read_json, write_json
+from cifarbench.config import TrainConfig, compile_mode, epoch_passes, read_json, run_steps, write_json
 from cifarbench.engine import checkpoint, cpu_conv, distributed
 from cifarbench.engine.env import amp_unsupported, check_amp, environment, resolve_device
 from cifarbench.engine.ema import ModelEma
@@ -44,8 +44,9 @@ class Interrupted(CifarbenchError):
 def train_one_epoch(model, loader: DeviceLoader, optimizer, scheduler, criterion, *, amp: bool,
                     start_step: int = 0, sums: torch.Tensor | None = None, should_stop=lambda: False,
                     progress: log.Progress | None = None, ema: ModelEma | None = None,
-                    lookahead: Lookahead | None = None, mix: Mix | None = None) -> dict:
-    """Train over `loader` from `start_step`. Returns summed loss/correct/count as a device tensor, the steps
+                    lookahead: Lookahead | None = None, mix: Mix | None = None, stop_step: int | None = None) -> dict:
+    """Train over `loader` from `start_step` up to `stop_step` (default: the whole pass; a fractional epoch's last
+    pass stops early). Returns summed loss/correct/count as a device tensor, the steps
     done, and why it stopped early ("interrupted" or "diverged"), if it did. With `mix` (mixup / CutMix, its
     epoch's draws made), "correct" counts each prediction against both labels, by their weights.
 
@@ -58,7 +59,7 @@ def train_one_epoch(model, loader: DeviceLoader, optimizer, scheduler, criterion
     sums = torch.zeros(3, device=device, dtype=torch.float64) if sums is None else sums.to(device)
     step = start_step
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
-    for x, y in loader.iterate(start_step):
+    for x, y in loader.iterate(start_step, stop_step):
         lam = 1.0
         if mix is not None:
             x, lam = mix(x, step)
@@ -339,6 +340,8 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
                               splits.mean, splits.std, cfg.resolution, rank=ctx.rank,
                               world_size=ctx.world_size, channels_last=cfg.channels_last)
     steps = len(train_loader)
+    total_steps = run_steps(cfg.epochs, steps)  # a fractional epoch (--epochs 2.4) ends inside its last pass
+    passes = epoch_passes(cfg.epochs, steps)
     res_at = None
     if cfg.prog_res:
         res_at = train_loader.res_schedule = prog_res_schedule(cfg.prog_res, resolution, cfg.prog_res_end,
@@ -418,18 +421,19 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
     status = "finished"
     last_val_tta = None  # (epoch, val TTA accuracy) from the last epoch's validation pass
     with _stop_on_signals(main or not ctx.enabled) as flag:
-        for epoch in range(state["epoch"], cfg.epochs):
+        for epoch in range(state["epoch"], passes):
+            stop = min(steps, total_steps - epoch * steps)
             train_loader.set_epoch(epoch)
             if mix is not None:
                 mix.set_epoch(epoch, steps)
             start_step = state["step"]
-            bar = (log.Progress(steps - start_step, f"epoch {epoch + 1}/{cfg.epochs}", images_per_step=global_batch)
+            bar = (log.Progress(stop - start_step, f"epoch {epoch + 1}/{passes}", images_per_step=global_batch)
                    if main else None)
             t0 = time.perf_counter()
             r = train_one_epoch(train_model, train_loader, optimizer, scheduler if steps_per_batch(cfg) else None,
                                 criterion, amp=cfg.amp, start_step=start_step, sums=state["partial"] if start_step else None,
                                 should_stop=lambda: ctx.any(flag["stop"], device), progress=bar, ema=ema,
-                                lookahead=lookahead, mix=mix)
+                                lookahead=lookahead, mix=mix, stop_step=stop)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             epoch_time = state["partial_time"] + time.perf_counter() - t0
@@ -444,7 +448,7 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
                 save("last.pt", epoch, r["step"], r["sums"], epoch_time)
                 if main:
                     write_json(out / "results.json", {**base, "status": "interrupted", "epochs_done": epoch, "env": env})
-                raise Interrupted(f"interrupted in epoch {epoch + 1} at step {r['step']}/{steps}; {out / 'last.pt'} "
+                raise Interrupted(f"interrupted in epoch {epoch + 1} at step {r['step']}/{stop}; {out / 'last.pt'} "
                                   f"written. Resume with: cifarbench train --resume auto --output {out}"
                                   + (f" -c {out / 'config.json'}" if cfg.output is None else ""))
             if lookahead is not None:  # timm's sync_lookahead: the epoch's weights are the synced ones
@@ -458,7 +462,7 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
             # may hold different numbers of validation images
             # the last epoch's pass also takes the TTA views: when that epoch is the one kept (one-cycle: nearly
             # always), the final val_acc_tta then costs no second pass over the plain view
-            tta = cfg.tta if epoch + 1 == cfg.epochs else "none"
+            tta = cfg.tta if epoch + 1 == passes else "none"
             val = (evaluate(eval_model, val_loader, eval_criterion, splits.num_classes, amp=cfg.amp, ctx=ctx, tta=tta)
                    if len(splits.val) else None)
             if val and val["acc_tta"] is not None:
@@ -481,7 +485,7 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
                 _write_metrics(out / "metrics.csv", state["history"])
                 if logger is not None:
                     logger.log_epoch(row)
-                log.info(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}%  "
+                log.info(f"epoch {epoch + 1}/{passes}  train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}%  "
                          + (f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.2f}%  " if val else "")
                          + f"lr {row['lr']:.4g}  {epoch_time:.1f}s  {row['images_per_sec']:.0f} img/s")
             if on_epoch is not None and on_epoch(epoch + 1, row):
@@ -490,13 +494,16 @@ def _run(cfg, ctx, device, out, ckpt_path, splits, on_epoch) -> dict:
 
     history = state["history"]
     times = sorted(h["images_per_sec"] for h in history)
-    results = {**base, "status": status, "epochs_done": len(history), "best_epoch": state["best_epoch"],
+    trained_steps = min(total_steps, len(history) * steps)
+    # epochs_done counts passes (validation passes, metrics.csv rows); epochs_trained the fraction of steps as well
+    results = {**base, "status": status, "epochs_done": len(history), "epochs_trained": round(trained_steps / steps, 3),
+               "best_epoch": state["best_epoch"],
                "best_val_acc": state["best_val_acc"] if len(splits.val) else None,
                "val_acc": None, "val_loss": None, "test_acc": None, "test_loss": None,
                "per_class_acc": None, "confusion": None, "val_acc_tta": None, "test_acc_tta": None,
                "train_time_s": round(sum(h["epoch_time"] for h in history), 3),
                "images_per_sec": times[len(times) // 2] if times else None,
-               "total_train_macs": _train_macs(model, splits.channels, macs, res_at, len(history), steps, global_batch),
+               "total_train_macs": _train_macs(model, splits.channels, macs, res_at, trained_steps, steps, global_batch),
                "env": env}
     if history and status != "diverged":
         best = out / ("best.pt" if cfg.keep_best and (out / "best.pt").exists() else "last.pt")
@@ -547,17 +554,17 @@ def _whiten_init(model, cfg: TrainConfig, splits, resolution: int) -> None:
     log.info(f"--whiten-init: {k} channels of the first conv set to patch-whitening filters of {n} training images")
 
 
-def _train_macs(model, channels: int, macs: int, res_at, epochs: int, steps: int, batch: int) -> int:
-    """Training MACs of ``epochs`` epochs: 3 x forward MACs x images seen, each step at its own resolution."""
+def _train_macs(model, channels: int, macs: int, res_at, trained_steps: int, steps: int, batch: int) -> int:
+    """Training MACs of ``trained_steps`` steps (``steps`` per pass): 3 x forward MACs x images seen, each step at
+    its own resolution."""
     if res_at is None:
-        return 3 * macs * epochs * steps * batch
+        return 3 * macs * trained_steps * batch
     from cifarbench.models.profile import count_macs
 
     at = {}
-    for e in range(epochs):
-        for s in range(steps):
-            r = res_at(e, s)
-            at[r] = at.get(r, 0) + 1
+    for g in range(trained_steps):
+        r = res_at(*divmod(g, steps))
+        at[r] = at.get(r, 0) + 1
     return 3 * batch * sum(n * count_macs(model, (1, channels, r, r)) for r, n in at.items())
 
 
